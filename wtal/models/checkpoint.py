@@ -1,0 +1,88 @@
+"""Saving and loading trained localizers (`RUN/checkpoint.pt`).
+
+A checkpoint holds only tensors and plain values, so it loads with `weights_only=True`; it
+records everything detection needs: the method, its constructor arguments, train and test
+settings, class names, feature width, snippet length and how the epoch was chosen.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .base import Localizer, get_localizer
+
+FORMAT = "wtal-checkpoint-v1"
+REQUIRED = ("format", "model", "feature_dim", "class_names", "hparams", "train_config", "test_config", "state_dict", "snippet_seconds")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and field."""
+
+
+def checkpoint_path(run: str | os.PathLike) -> Path:
+    """`RUN/checkpoint.pt` for a run directory, or the file itself."""
+    run = Path(run)
+    return run / "checkpoint.pt" if run.is_dir() else run
+
+
+def save_checkpoint(run: str | os.PathLike, model: Localizer, class_names: list[str], train_config: dict,
+                    test_config: dict, snippet_seconds: float, **info: Any) -> Path:
+    """Write `RUN/checkpoint.pt` atomically; `info` adds plain metadata (seed, selection, ...)."""
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "model": model.name,
+        "feature_dim": model.feature_dim,
+        "class_names": list(class_names),
+        "hparams": model.hparams(),
+        "train_config": dict(train_config),
+        "test_config": dict(test_config),
+        "snippet_seconds": float(snippet_seconds),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "info": info,
+    }
+    fd, tmp = tempfile.mkstemp(dir=run, prefix=".checkpoint.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, run / "checkpoint.pt")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return run / "checkpoint.pt"
+
+
+def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Localizer, dict[str, Any]]:
+    """Rebuild the localizer of a run and return it (eval mode) with the checkpoint's metadata."""
+    path = checkpoint_path(run)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no checkpoint (expected a run directory with checkpoint.pt or the file)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable wtal checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
+    missing = [k for k in REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    if payload["format"] != FORMAT:
+        raise CheckpointError(f"{path}: field 'format' is {payload['format']!r}, expected {FORMAT!r}")
+    try:
+        cls = get_localizer(payload["model"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: field 'model': {exc}") from None
+    model = cls(payload["feature_dim"], len(payload["class_names"]), **payload["hparams"])
+    result = model.load_state_dict(payload["state_dict"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: field 'state_dict' does not match {cls.name}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    model.to(device).eval()
+    return model, payload

@@ -1,0 +1,148 @@
+"""Training and inference loops shared by every localizer.
+
+Videos are sampled to at most `max_len` snippets per epoch (uniform segments with a random
+snippet in each, as the public WTAL code does), padded to the longest video of the batch and
+masked, so padded snippets never enter pooling or losses.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..postprocess.detections import proposals_to_results
+from ..postprocess.proposals import to_seconds
+from .base import Localizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoItem:
+    """One training or test video: features, multi-hot labels and optional background clicks."""
+
+    video_id: str
+    features: np.ndarray
+    labels: np.ndarray
+    duration: float | None = None
+    clicks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so CPU runs repeat exactly."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def sample_indices(T: int, max_len: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Snippet indices for one video: all of them when T <= max_len, else one random snippet
+    from each of `max_len` equal segments (the middle one when `rng` is None)."""
+    if T <= max_len:
+        return np.arange(T)
+    bounds = np.floor(np.linspace(0, T, max_len + 1)).astype(int)
+    lo, hi = bounds[:-1], np.maximum(bounds[1:], bounds[:-1] + 1)
+    if rng is None:
+        return (lo + hi - 1) // 2
+    return lo + (rng.random(max_len) * (hi - lo)).astype(int)
+
+
+def collate(items: list[VideoItem], max_len: int, rng: np.random.Generator | None, device: torch.device) -> dict[str, Any]:
+    """Batch of sampled, padded videos.
+
+    Keys: features (B, L, D), mask (B, L) bool, labels (B, C), background (B, L) bool marking
+    snippets with a background click, lengths (B,), video_ids.
+    """
+    picks = [sample_indices(len(it.features), max_len, rng) for it in items]
+    L = max(len(p) for p in picks)
+    D = items[0].features.shape[1]
+    feats = np.zeros((len(items), L, D), dtype=np.float32)
+    mask = np.zeros((len(items), L), dtype=bool)
+    background = np.zeros((len(items), L), dtype=bool)
+    for b, (it, idx) in enumerate(zip(items, picks)):
+        feats[b, : len(idx)] = it.features[idx]
+        mask[b, : len(idx)] = True
+        if len(it.clicks):
+            # each sampled slot stands for one equal segment of the source video
+            bounds = np.floor(np.linspace(0, len(it.features), len(idx) + 1))
+            slot = np.searchsorted(bounds, it.clicks, side="right") - 1
+            background[b, slot[(slot >= 0) & (slot < len(idx))]] = True
+    return {
+        "features": torch.from_numpy(feats).to(device),
+        "mask": torch.from_numpy(mask).to(device),
+        "labels": torch.from_numpy(np.stack([it.labels for it in items]).astype(np.float32)).to(device),
+        "background": torch.from_numpy(background).to(device),
+        "lengths": torch.tensor([len(p) for p in picks], device=device),
+        "video_ids": [it.video_id for it in items],
+    }
+
+
+def train_localizer(
+    model: Localizer,
+    items: list[VideoItem],
+    cfg: dict[str, Any],
+    device: torch.device,
+    seed: int = 0,
+    epochs: int | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Train `model` for `epochs` (default cfg["epochs"]); returns mean loss terms per epoch."""
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    model.to(device).train()
+    optimizers = model.make_optimizers(cfg)
+    epochs = int(cfg["epochs"] if epochs is None else epochs)
+    batch_size = int(cfg["batch_size"])
+    history = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=epochs, desc=f"train {model.name}", unit="epoch")
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(items))
+        sums: dict[str, float] = {}
+        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        loader = [collate([items[j] for j in b], int(cfg["max_len"]), rng, device) for b in batches]
+        for batch in loader:
+            terms = model.fit_step(batch, optimizers, epoch)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v / len(loader)
+        model.on_epoch_end(epoch, loader)
+        history.append(sums)
+        if on_epoch:
+            on_epoch(epoch, sums)
+        if bar:
+            bar.set_postfix(loss=f"{sums.get('total', float('nan')):.4f}")
+            bar.update()
+    if bar:
+        bar.close()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def detect_videos(
+    model: Localizer,
+    items: list[VideoItem],
+    cfg: dict[str, Any],
+    class_names: list[str],
+    snippet_seconds: float,
+    device: torch.device,
+) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    """Detections (ActivityNet result rows, seconds) and per-video inference of each item."""
+    model.to(device).eval()
+    results, inferences = {}, {}
+    for it in items:
+        feats = torch.from_numpy(np.ascontiguousarray(it.features, dtype=np.float32)).to(device)
+        proposals, inference = model.detect(feats, cfg)
+        duration = it.duration if it.duration is not None else len(it.features) * snippet_seconds
+        results[it.video_id] = proposals_to_results(to_seconds(proposals, snippet_seconds, duration), class_names)
+        inferences[it.video_id] = inference
+    return results, inferences

@@ -1,0 +1,49 @@
+"""ActivityNet result JSON: building and writing detections."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .proposals import Proposal
+
+RESULT_VERSION = "VERSION 1.3"
+
+
+def proposals_to_results(proposals: Iterable[Proposal], class_names: list[str]) -> list[dict]:
+    """Detections of one video as result dicts, sorted by score (descending, stable)."""
+    rows = [
+        {"label": class_names[p.label], "score": float(p.score), "segment": [round(float(p.start), 3), round(float(p.end), 3)]}
+        for p in proposals
+    ]
+    rows.sort(key=lambda r: -r["score"])
+    return rows
+
+
+def whole_video_results(video_scores: np.ndarray, duration: float, class_names: list[str]) -> list[dict]:
+    """The trivial detector: the whole video as one detection of its top-scoring class."""
+    c = int(np.argmax(video_scores))
+    return [{"label": class_names[c], "score": float(video_scores[c]), "segment": [0.0, round(float(duration), 3)]}]
+
+
+def write_detections(path: str | os.PathLike, results: dict[str, list[dict]], external_data: dict | None = None) -> None:
+    """Write `{"version", "results", "external_data"}` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "version": RESULT_VERSION,
+        "results": {vid: sorted(rows, key=lambda r: -r["score"]) for vid, rows in sorted(results.items())},
+        "external_data": external_data or {},
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
