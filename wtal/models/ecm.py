@@ -1,0 +1,173 @@
+"""ECM: Equivalent Classification Mapping for weakly supervised temporal action localization
+(IEEE TPAMI 2022, arXiv 2008.07728; public code VividLe/Equivalent-Classification-Mapping).
+
+Two localisation-by-classification pipelines share one snippet encoder E (two temporal convs,
+kernel 3, LeakyReLU 0.01, dropout 0.5 on the output) and one 1x1 classifier W (no background
+class, no bias):
+
+- pre-classification stream: CAS A = W E(x) of shape (T, C); the video logits s_pre are the
+  mean of the k = max(1, T // 8) highest CAS values per class;
+- weight transition: per-class aggregation weights W^a = sigmoid(1x1 conv(A)) in (0, 1)^(T, C),
+  background weights W^b = 1 - W^a;
+- post-classification stream: snippets are split into G = 3 interleaved folds (t mod 3); for
+  every class c and fold g the input features are aggregated into one feature
+  f^a_{c,g} = sum_t W^a_{t,c} x_t / sum_t W^a_{t,c} over the fold's valid snippets, the three
+  folds of a class pass through E as a length-3 sequence, and class c's own classifier row
+  scores them: s_post[c] = mean_g W_c E(f^a_c)_g. Background features f^b use W^b the same way.
+
+Losses (weights from the public code, THUMOS14):
+    L = CE(s_pre) + CE(s_post) + 0.05 * L_c2c + 5 * L_a2c,
+where CE is the softmax cross-entropy against L1-normalised video labels, L_c2c =
+MSE(s_pre, s_post) on the logits (classification-to-classification consistency), and L_a2c
+(aggregation consistency) takes p = softmax([s_post, s_bg]) over the 2C action and background
+logits and, for every ground-truth class c, applies binary cross-entropy pushing p[c] to 1
+and p[C + c] to 0: the transition weights must pick the snippets that carry class c and leave
+none of them to the background aggregate.
+
+Differences from the public code, all for any-length robustness: aggregation is a weighted
+mean (the public code sums, so its scale grows with T), folds with no valid snippet (T < 3)
+are left out of the fold mean, and the background aggregate of every class uses that class's
+own W^b (the public code also multiplies by W^a and averages absent classes' entries).
+
+Test: softmax(s_pre) rejects classes below 0.25; the CAS, clipped at zero and min-max
+normalised per class, is thresholded at 0.01:0.2 step 0.025; proposals score OIC with outer
+ratio 0.4 plus 0.15 x class score; per-class NMS 0.6.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..postprocess.proposals import minmax_normalise
+from .base import Inference, Localizer, TemporalConvHead, register, topk_count, topk_mean, video_label_loss
+
+NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the public code
+
+
+def fold_aggregate(features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, folds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class weighted means of features over `folds` interleaved temporal folds.
+
+    features (B, T, D), weights (B, T, C), mask (B, T) bool. Snippet t belongs to fold t % folds.
+    Returns aggregated features (B, C, folds, D) and a (B, folds) bool mask of folds that hold
+    at least one valid snippet (empty folds are zero vectors).
+    """
+    B, T, _ = features.shape
+    fold_of = torch.arange(T, device=features.device) % folds
+    member = F.one_hot(fold_of, folds).to(features.dtype).unsqueeze(0) * mask.unsqueeze(-1).to(features.dtype)  # (B, T, G)
+    w = weights.unsqueeze(-1) * member.unsqueeze(2)  # (B, T, C, G)
+    num = torch.einsum("btcg,btd->bcgd", w, features)
+    den = w.sum(1).unsqueeze(-1)  # (B, C, G, 1)
+    valid = member.sum(1) > 0  # (B, G)
+    agg = num / den.clamp(min=1e-6)
+    return agg * valid[:, None, :, None].to(agg.dtype), valid
+
+
+@register
+class ECM(Localizer):
+    """Pre- and post-classification streams sharing an encoder and a classifier."""
+
+    name = "ecm"
+    train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750}
+    test_defaults = {
+        "class_threshold": 0.25,
+        "cas_thresholds": (0.01, 0.2, 0.025),
+        "oic_outer_ratio": 0.4,
+        "oic_class_weight": 0.15,
+        "nms_threshold": 0.6,
+        "max_detections": 200,
+    }
+
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5, topk_ratio: int = 8,
+                 folds: int = 3, c2c_weight: float = 0.05, a2c_weight: float = 5.0):
+        super().__init__(feature_dim, num_classes)
+        self.hidden, self.dropout, self.topk_ratio, self.folds = hidden, dropout, topk_ratio, folds
+        self.c2c_weight, self.a2c_weight = c2c_weight, a2c_weight
+        self.conv1 = TemporalConvHead(feature_dim, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
+        self.conv2 = TemporalConvHead(hidden, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes, bias=False)
+        self.transition = nn.Conv1d(num_classes, num_classes, 1)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Shared encoder E on (N, L, D) with padded positions zeroed between the layers, so a
+        padded sequence gives exactly the unpadded result."""
+        m = mask.unsqueeze(-1).to(x.dtype)
+        h = self.conv1(x * m) * m
+        return self.drop(self.conv2(h) * m)
+
+    def post_classify(self, agg: torch.Tensor, fold_mask: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of aggregated features (B, C, G, D): class c's folds through E, scored by
+        classifier row c, averaged over non-empty folds."""
+        B, C, G, D = agg.shape
+        fm = fold_mask.unsqueeze(1).expand(B, C, G)
+        h = self.encode(agg.reshape(B * C, G, D), fm.reshape(B * C, G)).reshape(B, C, G, -1)
+        scores = torch.einsum("bcgh,ch->bcg", h, self.classifier.weight)
+        m = fm.to(scores.dtype)
+        return (scores * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Named outputs: cas (B, T, C) logits, video_logits (pre stream), weights W^a (B, T, C),
+        post_logits and background_logits (B, C)."""
+        B, T, _ = features.shape
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=features.device)
+        x = features * mask.unsqueeze(-1).to(features.dtype)
+        cas = self.classifier(self.encode(x, mask))
+        k = topk_count(mask, T, self.topk_ratio, B, features.device)
+        video_logits = topk_mean(cas, k, mask)
+        weights = torch.sigmoid(self.transition(cas.transpose(1, 2))).transpose(1, 2)
+        agg_a, fold_mask = fold_aggregate(x, weights, mask, self.folds)
+        agg_b, _ = fold_aggregate(x, 1.0 - weights, mask, self.folds)
+        both = self.post_classify(torch.cat([agg_a, agg_b]), torch.cat([fold_mask, fold_mask]))
+        return {"cas": cas, "video_logits": video_logits, "weights": weights,
+                "post_logits": both[:B], "background_logits": both[B:]}
+
+    @staticmethod
+    def c2c_loss(pre_logits: torch.Tensor, post_logits: torch.Tensor) -> torch.Tensor:
+        """Classification consistency: MSE between the two streams' video logits."""
+        return F.mse_loss(pre_logits, post_logits)
+
+    @staticmethod
+    def a2c_loss(post_logits: torch.Tensor, background_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Aggregation consistency: softmax over [action, background] logits (2C), then binary
+        cross-entropy with target 1 for each ground-truth class's action entry and 0 for its
+        background entry; mean per video over its 2 x (number of classes) entries, then over
+        the videos that have a label."""
+        p = torch.softmax(torch.cat([post_logits, background_logits], -1), -1)
+        C = post_logits.shape[-1]
+        present = (labels > 0).to(p.dtype)
+        eps = 1e-8
+        bce = -(torch.log(p[:, :C].clamp(min=eps)) + torch.log((1 - p[:, C:]).clamp(min=eps))) * present
+        n = present.sum(-1)
+        has = n > 0
+        if not bool(has.any()):
+            return p.sum() * 0.0
+        return (bce.sum(-1)[has] / (2 * n[has])).mean()
+
+    def compute_losses(self, batch, epoch):
+        out = self(batch["features"], batch["mask"])
+        labels = batch["labels"]
+        pre = video_label_loss(out["video_logits"], labels)
+        post = video_label_loss(out["post_logits"], labels)
+        c2c = self.c2c_loss(out["video_logits"], out["post_logits"])
+        a2c = self.a2c_loss(out["post_logits"], out["background_logits"], labels)
+        total = pre + post + self.c2c_weight * c2c + self.a2c_weight * a2c
+        return {"total": total, "pre": pre, "post": post, "c2c": c2c, "a2c": a2c}
+
+    @torch.no_grad()
+    def infer(self, features):
+        """Video scores = softmax of the pre-stream logits; CAS clipped at 0 and min-max
+        normalised per class (as the public code's ReLU'd min-max), in [0, 1]."""
+        self.eval()
+        out = self(features.unsqueeze(0))
+        scores = torch.softmax(out["video_logits"][0], -1).float().cpu().numpy()
+        raw = out["cas"][0].float().cpu().numpy()
+        cas = minmax_normalise(np.maximum(raw, 0.0), axis=0)
+        extras = {
+            "cas_logits": raw,
+            "weights": out["weights"][0].float().cpu().numpy(),
+            "post_scores": torch.softmax(out["post_logits"][0], -1).float().cpu().numpy(),
+        }
+        return Inference(cas=cas.astype(np.float32), video_scores=scores, extras=extras)
