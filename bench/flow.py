@@ -1,0 +1,116 @@
+"""Benchmark of the batched torch TV-L1 against OpenCV's TV-L1 on real frames.
+
+Decodes consecutive frames of a real clip with PyAV, converts them to gray, resizes the shorter
+side to --size and centre-crops a square, then for each preset (default, fast) times
+  * OpenCV on the same device: `cv2.optflow.DualTVL1OpticalFlow` on CPU, the CUDA class on
+    `--device cuda` when this OpenCV build has it (otherwise that column says it is missing),
+  * `wtal.extract.tvl1.tvl1_flow_torch` with all pairs in one batch (or --batch-size),
+and prints pairs per second, their ratio and the mean end-point error between torch and
+OpenCV's CPU result (the accuracy reference). Thread counts are set with
+`torch.set_num_threads` and `cv2.setNumThreads` to the same --threads value and printed.
+
+    .venv/bin/python bench/flow.py [--pairs 4] [--device cpu|cuda|auto] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from wtal.device import resolve_device
+from wtal.extract.flow import PRESETS, compute_flow, resolve_backend
+from wtal.extract.tvl1 import tvl1_flow_torch
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def gray_frames(path: Path, start: int, count: int, size: int) -> np.ndarray:
+    """`count` consecutive frames from index `start`: gray, shorter side `size`, centre crop."""
+    frames = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index < start:
+                continue
+            gray = frame.to_ndarray(format="gray")
+            h, w = gray.shape
+            scale = size / min(h, w)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            gray = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            y, x = (new_h - size) // 2, (new_w - size) // 2
+            frames.append(gray[y : y + size, x : x + size])
+            if len(frames) == count:
+                break
+    if len(frames) < count:
+        raise SystemExit(f"{path}: only {len(frames)} frames from index {start}, need {count}")
+    return np.stack(frames)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, default=VIDEOS / "mmaction2_demo.mp4")
+    parser.add_argument("--start", type=int, default=10, help="first frame index")
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV CPU threads")
+    parser.add_argument("--batch-size", type=int, default=0, help="torch pairs per batch (0: all)")
+    parser.add_argument("--presets", default="default,fast")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    frames = gray_frames(args.video, args.start, args.pairs + 1, args.size)
+    batch = args.batch_size or args.pairs
+    if device.type == "cuda":
+        try:
+            same_device = resolve_backend("opencv-cuda", "cuda")
+        except RuntimeError:
+            same_device = None
+    else:
+        same_device = "opencv-cpu"
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}); "
+          f"torch.set_num_threads({args.threads}), cv2.setNumThreads({args.threads}); "
+          f"torch {torch.__version__}, OpenCV {cv2.__version__}")
+    print(f"{args.pairs} pairs of {frames.shape[1]}x{frames.shape[2]} gray frames from {args.video.name} "
+          f"(frames {args.start}-{args.start + args.pairs}); torch batch {batch}")
+    if same_device is None:
+        print("OpenCV on cuda: this OpenCV build has no CUDA TV-L1; the OpenCV column is n/a")
+
+    tvl1_flow_torch(frames[:2], PRESETS["fast"], device=str(device))  # warm-up, not timed
+    header = (f"{'preset':8} {'OpenCV ' + (same_device or 'n/a'):>20} {'torch':>12} "
+              f"{'torch/OpenCV':>13} {'EPE vs opencv-cpu':>18}")
+    print(header)
+    print("-" * len(header))
+    for preset in args.presets.split(","):
+        params = PRESETS[preset]
+        reference, cpu_seconds = timed(lambda: compute_flow(frames, "opencv-cpu", preset, "cpu"))
+        if same_device == "opencv-cpu":
+            opencv_rate = args.pairs / cpu_seconds
+        elif same_device is not None:
+            compute_flow(frames[:2], same_device, preset, str(device))  # warm-up
+            _, seconds = timed(lambda: compute_flow(frames, same_device, preset, str(device)))
+            opencv_rate = args.pairs / seconds
+        else:
+            opencv_rate = None
+        flow, seconds = timed(lambda: tvl1_flow_torch(frames, params, str(device), batch))
+        torch_rate = args.pairs / seconds
+        epe = float(np.sqrt(((flow - reference) ** 2).sum(-1)).mean())
+        opencv_text = f"{opencv_rate:.3f} pairs/s" if opencv_rate else "n/a"
+        ratio_text = f"{torch_rate / opencv_rate:.2f}x" if opencv_rate else "n/a"
+        print(f"{preset:8} {opencv_text:>20} {torch_rate:>6.3f} pairs/s {ratio_text:>13} {epe:>15.2e} px")
+
+
+if __name__ == "__main__":
+    main()

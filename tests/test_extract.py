@@ -1,0 +1,120 @@
+"""Feature extraction of real clips end to end (decode -> TV-L1 -> I3D), without Ray."""
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from wtal.extract.cache import FeatureCache, entry_key
+from wtal.extract.features import ExtractSettings, Extractor
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+if not VIDEOS.is_dir():
+    VIDEOS = Path("/work/shared/data/videos")
+
+pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared test videos not found")
+
+
+def frames_at_25fps(path: Path) -> int:
+    """25-fps frame count from the stream's timestamps, read with PyAV directly."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        tb = stream.time_base
+        rate = stream.average_rate or stream.guessed_rate
+    span = (pts[-1] - pts[0]) * tb + 1 / Fraction(rate)
+    n = 0
+    while Fraction(n, 25) < span:
+        n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def fast_extractor():
+    torch.set_num_threads(1)
+    return Extractor(ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast"), device="cpu", batch=4)
+
+
+def test_real_clip_gives_one_row_per_full_snippet(fast_extractor):
+    path = VIDEOS / "mmaction2_test.avi"
+    expected = frames_at_25fps(path) // 16
+    frames = []
+    features = fast_extractor.extract(str(path), on_frames=frames.append)
+    assert sum(frames) == frames_at_25fps(path)
+    assert features.shape == (expected, 2048)
+    assert features.dtype == np.float32
+    assert np.isfinite(features).all()
+    # rows differ: the features follow the content
+    assert np.linalg.norm(features[0] - features[-1]) > 1e-3
+
+
+def test_batch_size_does_not_change_features(fast_extractor):
+    path = VIDEOS / "mmaction2_test.avi"
+    other = Extractor(fast_extractor.settings, device="cpu", batch=3)
+    other.rgb.load_state_dict(fast_extractor.rgb.state_dict())
+    other.flow.load_state_dict(fast_extractor.flow.state_dict())
+    a = fast_extractor.extract(str(path))
+    b = other.extract(str(path))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_clip_shorter_than_a_snippet_gives_one_padded_snippet():
+    path = VIDEOS / "decord_rotated_90.mov"
+    assert frames_at_25fps(path) < 16
+    torch.set_num_threads(1)
+    ex = Extractor(ExtractSettings(crop_size=224, flow="opencv-cpu", flow_preset="fast"), device="cpu", batch=2)
+    features = ex.extract(str(path))
+    assert features.shape == (1, 2048)
+    assert np.isfinite(features).all()
+
+
+def test_pad_last_keeps_the_trailing_partial_snippet(fast_extractor):
+    path = VIDEOS / "mmaction2_test.avi"
+    n = frames_at_25fps(path)
+    assert n % 16
+    padded = Extractor(ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast", pad_last=True), "cpu", 4)
+    padded.rgb.load_state_dict(fast_extractor.rgb.state_dict())
+    padded.flow.load_state_dict(fast_extractor.flow.state_dict())
+    assert padded.extract(str(path)).shape == (n // 16 + 1, 2048)
+
+
+def test_settings_change_the_cache_key():
+    base = ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast")
+    keys = {entry_key("abc", s.key_fields("cpu")) for s in (
+        base,
+        ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="default"),
+        ExtractSettings(fps=30, crop_size=112, flow="opencv-cpu", flow_preset="fast"),
+        ExtractSettings(crop_size=224, flow="opencv-cpu", flow_preset="fast"),
+    )}
+    assert len(keys) == 4
+    assert entry_key("abc", base.key_fields("cpu")) == entry_key("abc", ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast").key_fields("cpu"))
+    assert entry_key("abd", base.key_fields("cpu")) not in keys
+
+
+def test_cache_roundtrip_verify_export_gc(tmp_path):
+    cache = FeatureCache(tmp_path / "c", create=True)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    settings = {"fps": 25.0, "snippet_frames": 16}
+    cache.put("k1", "vid_a", x, settings, "a.mp4")
+    cache.put_failure("k2", "vid_b", "DecodeError: b.mp4: broken\nmore", settings, "b.mp4")
+    cache.put("old", "vid_a", x * 2, settings, "a.mp4")
+    cache.update_manifest({"vid_a": "k1", "vid_b": "k2"})
+    records = {r["video_id"]: r for r in cache.records()}
+    assert records["vid_a"]["status"] == "ok" and records["vid_a"]["shape"] == [3, 4]
+    assert records["vid_b"]["status"] == "failed" and records["vid_b"]["reason"] == "DecodeError: b.mp4: broken"
+    assert cache.current() == {"vid_a": "k1"}
+    assert cache.snippet_seconds() == pytest.approx(0.64)
+    assert cache.verify() == []
+    assert cache.export(tmp_path / "plain") == 1
+    np.testing.assert_array_equal(np.load(tmp_path / "plain" / "vid_a.npy"), x)
+    removed, _ = cache.gc()
+    assert removed == 2  # old.npy + old.json
+    assert not cache.entry_path("old").exists() and cache.entry_path("k1").exists()
+    # damage an entry: verify names it
+    cache.entry_path("k1").write_bytes(b"garbage")
+    problems = cache.verify()
+    assert len(problems) == 1 and "vid_a" in problems[0] and "sha256" in problems[0]
+    # no temporary files are left behind by writes
+    assert not [p for p in (tmp_path / "c" / "entries").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,147 @@
+"""Torch TV-L1 (wtal.extract.tvl1) against OpenCV's CPU Dual TV-L1 on real clips, plus invariants."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from wtal.extract.tvl1 import DEFAULT_PARAMS, _median_filter_torch, resolve_params, tvl1_flow_torch
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+FAST = {**DEFAULT_PARAMS, "nscales": 3, "warps": 1, "inner_iterations": 10, "outer_iterations": 2}
+# (clip, first frame index) of consecutive-frame pairs with visible motion.
+PAIRS = [("mmaction2_demo.mp4", 10), ("activitynet_v_GGSY1Qvo990.mp4", 30), ("mmaction2_test.avi", 5)]
+
+
+def gray_crop(path: Path, start: int, count: int, size: int = 224) -> np.ndarray:
+    """Decode `count` frames from `start` with PyAV, to gray, shorter side `size`, centre crop."""
+    frames = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index < start:
+                continue
+            gray = frame.to_ndarray(format="gray")
+            h, w = gray.shape
+            scale = size / min(h, w)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            gray = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+            y, x = (new_h - size) // 2, (new_w - size) // 2
+            frames.append(gray[y : y + size, x : x + size])
+            if len(frames) == count:
+                break
+    assert len(frames) == count, f"{path.name}: fewer than {start + count} frames"
+    return np.stack(frames)
+
+
+def opencv_flow(i0: np.ndarray, i1: np.ndarray, p: dict) -> np.ndarray:
+    """Reference: cv2.optflow.DualTVL1OpticalFlow with the same parameters."""
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
+        p["tau"], p["lambda_"], p["theta"], p["nscales"], p["warps"], p["epsilon"],
+        p["inner_iterations"], p["outer_iterations"], p["scale_step"], p["gamma"],
+        p["median_filtering"],
+    )
+    return tvl1.calc(i0, i1, None)
+
+
+def epe(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(((a - b) ** 2).sum(-1)).mean())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    yield
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(cv_threads)
+
+
+@pytest.fixture(scope="module")
+def real_pairs() -> list[np.ndarray]:
+    return [gray_crop(VIDEOS / name, start, 2) for name, start in PAIRS]
+
+
+def test_matches_opencv_default_on_real_clips(real_pairs):
+    """Acceptance: mean end-point error to OpenCV's default TV-L1 <= 0.1 px on 224x224 crops."""
+    for frames, (name, _) in zip(real_pairs, PAIRS):
+        ref = opencv_flow(frames[0], frames[1], DEFAULT_PARAMS)
+        assert np.sqrt((ref**2).sum(-1)).mean() > 0.3, f"{name}: pair has too little motion to test"
+        out = tvl1_flow_torch(frames, DEFAULT_PARAMS)[0]
+        assert epe(out, ref) <= 0.1, f"{name}: EPE {epe(out, ref):.4f} px"
+
+
+def test_fast_preset_matches_opencv(real_pairs):
+    frames = real_pairs[0]
+    out = tvl1_flow_torch(frames, FAST)
+    assert out.shape == (1, 224, 224, 2) and out.dtype == np.float32
+    assert epe(out[0], opencv_flow(frames[0], frames[1], FAST)) <= 0.01
+
+
+def textured(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.random((size, size)), (0, 0), 2.0)
+    return ((img - img.min()) / (img.max() - img.min()) * 255).round().astype(np.uint8)
+
+
+def test_recovers_synthetic_shift():
+    """Frame 1 is frame 0 moved by (+3, -2) px, so the flow is (3, -2): I0(x) = I1(x + u)."""
+    size, pad, dx, dy = 96, 8, 3, -2
+    tex = textured(size + 2 * pad)
+    i0 = tex[pad : pad + size, pad : pad + size]
+    i1 = tex[pad - dy : pad - dy + size, pad - dx : pad - dx + size]
+    flow = tvl1_flow_torch(np.stack([i0, i1]), DEFAULT_PARAMS)[0]
+    inner = flow[10:-10, 10:-10]
+    assert np.abs(inner[..., 0] - dx).mean() < 0.05 and np.abs(inner[..., 1] - dy).mean() < 0.05
+    assert np.abs(inner - [dx, dy]).max() < 0.5
+
+
+def test_batch_equals_pair_by_pair(real_pairs):
+    """A pair that stops early inside a batch (identical frames stop after one iteration) must not
+    change the others, and each pair's batched result must equal its own run."""
+    a, b = (cv2.resize(f, (112, 112), interpolation=cv2.INTER_AREA) for f in real_pairs[0])
+    frames = np.stack([a, b, b, a])  # pairs: forward motion, no motion, backward motion
+    batched = tvl1_flow_torch(frames, DEFAULT_PARAMS, batch_size=3)
+    singles = np.stack([tvl1_flow_torch(frames[t : t + 2], DEFAULT_PARAMS)[0] for t in range(3)])
+    assert np.abs(batched[1]).max() < 1e-6
+    assert np.abs(batched[0]).mean() > 0.5 and np.abs(batched[2]).mean() > 0.5
+    np.testing.assert_allclose(batched, singles, rtol=0, atol=1e-4)
+    split = tvl1_flow_torch(frames, DEFAULT_PARAMS, batch_size=2)
+    np.testing.assert_allclose(split, singles, rtol=0, atol=1e-4)
+
+
+def test_shapes_dtypes_and_validation():
+    frames = np.stack([textured(40, seed=s) for s in range(3)])
+    out = tvl1_flow_torch(frames, FAST, batch_size=1)
+    assert out.shape == (2, 40, 40, 2) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert tvl1_flow_torch(frames[:1], FAST).shape == (0, 40, 40, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        tvl1_flow_torch(frames.astype(np.float32), FAST)
+    with pytest.raises(ValueError, match="unknown TV-L1 parameter"):
+        tvl1_flow_torch(frames, {"lambda": 0.1})
+    with pytest.raises(ValueError, match="median_filtering"):
+        resolve_params({"median_filtering": 4})
+    assert resolve_params(None) == DEFAULT_PARAMS
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_torch_median_matches_opencv(size):
+    """The median used off-CPU equals cv::medianBlur (replicated border) exactly."""
+    rng = np.random.default_rng(size)
+    planes = rng.standard_normal((2, 3, 17, 23)).astype(np.float32)
+    out = _median_filter_torch(torch.from_numpy(planes), size).numpy()
+    ref = np.stack([[cv2.medianBlur(p, size) for p in pair] for pair in planes])
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_opencv(real_pairs):
+    frames = np.concatenate([real_pairs[0], real_pairs[1]])  # pairs 0-1 and 2-3 are the real ones
+    out = tvl1_flow_torch(frames, DEFAULT_PARAMS, device="cuda")
+    for t in (0, 2):
+        assert epe(out[t], opencv_flow(frames[t], frames[t + 1], DEFAULT_PARAMS)) <= 0.1

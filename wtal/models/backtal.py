@@ -1,0 +1,285 @@
+"""BaS-Net and BackTAL: background suppression, and its background-click extension.
+
+BaS-Net (Lee et al., "Background Suppression Network for Weakly-supervised Temporal Action
+Localization", AAAI 2020). A filter module (1x1 conv D->512, LeakyReLU, 1x1 conv 512->1,
+sigmoid) gives a foreground attention w_t. One CAS module (two temporal convs k=3 with
+LeakyReLU, dropout 0.7, 1x1 classifier without bias over C+1 classes, the last one background)
+is applied twice: to the features (base branch) and to w_t * features (suppressed branch). Video
+logits are the mean of the k = T//8 highest CAS values per class. The base branch is trained to
+contain background (label C+1 = 1), the suppressed branch not to (label C+1 = 0):
+
+    L = L_base + L_supp + 1e-4 * sum_t w_t
+
+with L_* the BCE between softmax video scores and L1-normalised labels (the public code).
+Inference uses the suppressed branch: softmax video scores, and its CAS min-max normalised
+over time with the min and max clipped at zero (the public `minmax_norm`).
+
+BackTAL (Yang et al., "Background-Click Supervision for Temporal Action Localization", TPAMI
+2021) keeps that network, without conv biases, and adds, for snippets holding a background
+click (`batch["background"]`):
+
+- L_click: frame-level cross-entropy of the base CAS (C+1 classes) against background, averaged
+  over the clicked snippets of the batch (weight 1);
+- L_sep (score separation, weight 1): for each ground-truth class c of a video, softmax over
+  (top-k mean action score s_c, mean base-CAS value of c at the clicked snippets) and the
+  negative log-probability of the action score, averaged over classes and videos;
+- an affinity module: an embedding (conv k3 D->512, LeakyReLU, conv k3 512->32, L2-normalised)
+  gives the cosine similarity a_{t,t+j} of each snippet with its h = 3 local neighbours
+  (t-1, t, t+1); both temporal convs of the CAS module become
+  y_t = sum_j a_{t,t+j} W_j x_{t+j}, and L_aff (weight 0.8) is the sum of four hinge losses on
+  the clicked-background embeddings B and the embeddings F at the top-k suppressed-CAS snippets
+  of each ground-truth class: min sim within F and within B >= tau_same = 0.5, max sim between
+  F and B (both ways) <= tau_diff = 0.1.
+
+    L = L_base + L_supp + 1e-4 * L_norm + L_click + 1.0 * L_sep + 0.8 * L_aff
+
+with L_base, L_supp the softmax cross-entropy of BackTAL's public code. A video without clicks
+contributes nothing to the click terms. Padded snippets are masked out of every convolution
+(hidden activations and embeddings are zeroed there), pooling and loss, so a padded video
+predicts exactly what it predicts alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import Inference, Localizer, register, topk_count, topk_mean, video_label_loss
+
+
+def affinity_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, affinity: torch.Tensor) -> torch.Tensor:
+    """Temporal convolution whose taps are scaled per snippet: y_t = sum_j a[j, t] W_j x_{t+j-h}.
+
+    x (B, D, T), weight (O, D, k), affinity (B, k, T); zero padding of h = k // 2 each side. With
+    an all-ones affinity this is `F.conv1d(x, weight, bias, padding=h)`.
+    """
+    out_dim, in_dim, k = weight.shape
+    h = k // 2
+    T = x.shape[-1]
+    taps = F.conv1d(x, weight.permute(2, 0, 1).reshape(k * out_dim, in_dim, 1))
+    taps = F.pad(taps.view(x.shape[0], k, out_dim, T), (h, h))
+    y = sum(affinity[:, j: j + 1] * taps[:, j, :, j: j + T] for j in range(k))
+    return y if bias is None else y + bias.view(1, -1, 1)
+
+
+def local_affinity(embedding: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Cosine similarity (B, kernel, T) of each snippet with its neighbours t-h..t+h.
+
+    `embedding` (B, E, T) is L2-normalised and zero at padded snippets, so neighbours outside
+    the video get similarity 0.
+    """
+    h = kernel // 2
+    T = embedding.shape[-1]
+    padded = F.pad(embedding, (h, h))
+    return torch.stack([(embedding * padded[:, :, j: j + T]).sum(1) for j in range(kernel)], dim=1)
+
+
+def relu_minmax(cas: np.ndarray) -> np.ndarray:
+    """Per-class min-max over time with min and max clipped at zero (BaS-Net's `minmax_norm`),
+    then clipped to [0, 1]: snippets with negative activation stay below every threshold."""
+    lo = np.maximum(cas.min(axis=0, keepdims=True), 0.0)
+    hi = np.maximum(cas.max(axis=0, keepdims=True), 0.0)
+    delta = np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.clip((cas - lo) / delta, 0.0, 1.0)
+
+
+class CASModule(nn.Module):
+    """Two temporal convs (k=3) with LeakyReLU, dropout and a bias-free 1x1 classifier.
+
+    Works channels-first: x (B, D, T), m (B, 1, T) float mask; returns logits (B, C+1, T).
+    Hidden activations are zeroed at padded snippets. Given an affinity (B, 3, T), the two
+    temporal convs are affinity-modulated (BackTAL).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, num_outputs: int, dropout: float, bias: bool):
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_dim, hidden, 3, padding=1, bias=bias)
+        self.conv2 = nn.Conv1d(hidden, hidden, 3, padding=1, bias=bias)
+        self.act = nn.LeakyReLU()
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Conv1d(hidden, num_outputs, 1, bias=False)
+
+    def _conv(self, conv: nn.Conv1d, x: torch.Tensor, affinity: torch.Tensor | None) -> torch.Tensor:
+        return conv(x) if affinity is None else affinity_conv1d(x, conv.weight, conv.bias, affinity)
+
+    def forward(self, x: torch.Tensor, m: torch.Tensor, affinity: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.act(self._conv(self.conv1, x, affinity)) * m
+        h = self.act(self._conv(self.conv2, h, affinity)) * m
+        return self.classifier(self.drop(h))
+
+
+@register
+class BaSNet(Localizer):
+    """Background suppression network: filter attention, base and suppressed CAS branches."""
+
+    name = "basnet"
+    conv_bias = True
+    # the public code: 1500 iterations of batch 16 on THUMOS14's 200 validation videos
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750}
+    test_defaults = {
+        "class_threshold": 0.25,
+        "cas_thresholds": (0.0, 0.25, 0.025),
+        "oic_outer_ratio": 0.25,
+        "oic_class_weight": 0.2,
+        "nms_threshold": 0.7,
+        "max_detections": 200,
+    }
+
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
+                 dropout: float = 0.7, topk_ratio: int = 8, norm_weight: float = 1e-4):
+        super().__init__(feature_dim, num_classes)
+        self.hidden, self.filter_hidden, self.dropout = hidden, filter_hidden, dropout
+        self.topk_ratio, self.norm_weight = topk_ratio, norm_weight
+        self.filter_module = nn.Sequential(
+            nn.Conv1d(feature_dim, filter_hidden, 1), nn.LeakyReLU(), nn.Conv1d(filter_hidden, 1, 1), nn.Sigmoid()
+        )
+        self.cas_module = CASModule(feature_dim, hidden, num_classes + 1, dropout, bias=self.conv_bias)
+
+    def context(self, x: torch.Tensor, m: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Extra outputs and the CAS-module affinity; BaS-Net has none."""
+        return {}, None
+
+    def forward(self, features, mask=None):
+        """Named outputs: attention (B, T), cas_base / cas_supp (B, T, C+1) logits,
+        video_logits_base / video_logits_supp (B, C+1) top-k means."""
+        B, T, _ = features.shape
+        x = features.transpose(1, 2)
+        m = (torch.ones(B, 1, T, device=x.device, dtype=x.dtype) if mask is None
+             else mask.unsqueeze(1).to(x.dtype))
+        x = x * m
+        attention = self.filter_module(x) * m
+        out, affinity = self.context(x, m)
+        cas_base = self.cas_module(x, m, affinity).transpose(1, 2)
+        cas_supp = self.cas_module(x * attention, m, affinity).transpose(1, 2)
+        k = topk_count(mask, T, self.topk_ratio, B, features.device)
+        out.update({
+            "attention": attention[:, 0],
+            "cas_base": cas_base,
+            "cas_supp": cas_supp,
+            "video_logits_base": topk_mean(cas_base, k, mask),
+            "video_logits_supp": topk_mean(cas_supp, k, mask),
+        })
+        return out
+
+    def video_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BaS-Net: BCE between softmax video scores and L1-normalised labels."""
+        target = target / target.sum(-1, keepdim=True).clamp(min=1e-8)
+        return F.binary_cross_entropy(torch.softmax(logits, -1), target)
+
+    def suppression_losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """base (background present), supp (background suppressed) and norm (sum of attention)."""
+        labels = batch["labels"]
+        ones, zeros = labels.new_ones(len(labels), 1), labels.new_zeros(len(labels), 1)
+        return {
+            "base": self.video_loss(out["video_logits_base"], torch.cat([labels, ones], 1)),
+            "supp": self.video_loss(out["video_logits_supp"], torch.cat([labels, zeros], 1)),
+            "norm": out["attention"].sum(1).mean(),
+        }
+
+    def compute_losses(self, batch, epoch):
+        out = self(batch["features"], batch["mask"])
+        losses = self.suppression_losses(out, batch)
+        losses["total"] = losses["base"] + losses["supp"] + self.norm_weight * losses["norm"]
+        return losses
+
+    @torch.no_grad()
+    def infer(self, features):
+        self.eval()
+        out = self(features.unsqueeze(0))
+        C = self.num_classes
+        scores = torch.softmax(out["video_logits_supp"][0], -1)[:C].float().cpu().numpy()
+        cas = relu_minmax(out["cas_supp"][0, :, :C].float().cpu().numpy())
+        extras = {"attention": out["attention"][0].float().cpu().numpy(),
+                  "background": torch.softmax(out["cas_supp"][0], -1)[:, C].float().cpu().numpy()}
+        return Inference(cas=cas.astype(np.float32), video_scores=scores, extras=extras)
+
+
+@register
+class BackTAL(BaSNet):
+    """BaS-Net with background-click losses and an affinity-modulated CAS module."""
+
+    name = "backtal"
+    needs_clicks = True
+    conv_bias = False
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750}
+    test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55}
+
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
+                 dropout: float = 0.7, topk_ratio: int = 8, norm_weight: float = 1e-4, embed_hidden: int = 512,
+                 embed_dim: int = 32, click_weight: float = 1.0,
+                 separation_weight: float = 1.0, affinity_weight: float = 0.8, tau_same: float = 0.5,
+                 tau_diff: float = 0.1):
+        super().__init__(feature_dim, num_classes, hidden, filter_hidden, dropout, topk_ratio, norm_weight)
+        self.embed_hidden, self.embed_dim = embed_hidden, embed_dim
+        self.click_weight, self.separation_weight, self.affinity_weight = click_weight, separation_weight, affinity_weight
+        self.tau_same, self.tau_diff = tau_same, tau_diff
+        self.embed1 = nn.Conv1d(feature_dim, embed_hidden, 3, padding=1)
+        self.embed2 = nn.Conv1d(embed_hidden, embed_dim, 3, padding=1)
+
+    def context(self, x, m):
+        """L2-normalised embedding (B, T, E) and the local affinity (B, 3, T) it gives."""
+        e = F.leaky_relu(self.embed1(x)) * m
+        e = F.normalize(self.embed2(e), dim=1) * m
+        return {"embedding": e.transpose(1, 2)}, local_affinity(e, self.cas_module.conv1.kernel_size[0])
+
+    def video_loss(self, logits, target):
+        """BackTAL: softmax cross-entropy against L1-normalised labels."""
+        return video_label_loss(logits, target)
+
+    def click_losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """click (frame CE to background), separation and affinity terms; zero without clicks."""
+        C = self.num_classes
+        mask = batch["mask"]
+        clicked = batch["background"] & mask
+        positive = batch["labels"] > 0
+        cas_base = out["cas_base"]
+        n_clicks = clicked.sum(1)
+        has = n_clicks > 0
+        n_videos = has.sum().clamp(min=1)
+
+        log_bg = F.log_softmax(cas_base, -1)[..., C]
+        click = -(log_bg * clicked).sum() / clicked.sum().clamp(min=1)
+
+        bg_value = (cas_base[..., :C] * clicked.unsqueeze(-1)).sum(1) / n_clicks.clamp(min=1).unsqueeze(-1)
+        pair = torch.stack([out["video_logits_base"][:, :C], bg_value], -1)
+        nll = -F.log_softmax(pair, -1)[..., 0] * positive
+        per_video = nll.sum(1) / positive.sum(1).clamp(min=1)
+        separation = (per_video * has).sum() / n_videos
+
+        affinity = cas_base.new_zeros(())
+        k = topk_count(mask, mask.shape[1], self.topk_ratio)
+        for b in torch.nonzero(has).flatten().tolist():
+            affinity = affinity + self._affinity_loss(out, b, clicked[b], positive[b], mask[b], int(k[b]))
+        return {"click": click, "separation": separation, "affinity": affinity / n_videos}
+
+    def _affinity_loss(self, out, b, clicked, positive, valid, k) -> torch.Tensor:
+        """Four hinge terms of one video between clicked-background and top-k action embeddings."""
+        emb = out["embedding"][b]
+        bg = emb[clicked]
+        cas = out["cas_supp"][b, :, : self.num_classes][:, positive].masked_fill(~valid.unsqueeze(-1), float("-inf"))
+        fg = emb[cas.topk(k, dim=0).indices.flatten()]
+        same_bg = F.relu(self.tau_same - (bg @ bg.T).min(1).values).mean()
+        if not len(fg):
+            return same_bg
+        same_fg = F.relu(self.tau_same - (fg @ fg.T).min(1).values).mean()
+        cross = fg @ bg.T
+        diff = F.relu(cross.max(1).values - self.tau_diff).mean() + F.relu(cross.max(0).values - self.tau_diff).mean()
+        return same_fg + same_bg + diff
+
+    def compute_losses(self, batch, epoch):
+        out = self(batch["features"], batch["mask"])
+        losses = self.suppression_losses(out, batch)
+        losses.update(self.click_losses(out, batch))
+        losses["total"] = (losses["base"] + losses["supp"] + self.norm_weight * losses["norm"]
+                           + self.click_weight * losses["click"] + self.separation_weight * losses["separation"]
+                           + self.affinity_weight * losses["affinity"])
+        return losses
+
+    def on_epoch_end(self, epoch, loader):
+        """Refuse to go on when a whole epoch held no background click (clicks never loaded)."""
+        if not any(bool(batch["background"].any()) for batch in loader):
+            raise ValueError(
+                f"BackTAL needs background clicks: no training video of epoch {epoch} has one; "
+                "pass --clicks FILE or create them with wtal clicks simulate"
+            )

@@ -1,0 +1,315 @@
+"""`wtal` command line (DESIGN.md section 2).
+
+Heavy modules (torch, ray, cv2) are imported inside the commands that need them, so
+`wtal evaluate` and `wtal cache ls` start fast. Every command ends with a one-line error and a
+non-zero exit status on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("wtal")
+
+MODELS = ("ecm", "backtal", "basnet", "cleannet", "dgam", "rskp", "mil")
+
+
+def _sets(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set {pair}: expected key=value")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ------------------------------------------------------------------------- commands
+def _extract_settings(args):
+    from ..extract.features import ExtractSettings
+
+    return ExtractSettings(fps=args.fps, crop_size=args.crop_size, flow=args.flow, flow_preset=args.flow_preset,
+                           quantize_flow=args.quantize_flow, pad_last=args.pad_last, i3d_rgb=args.i3d_rgb,
+                           i3d_flow=args.i3d_flow, precision=args.precision)
+
+
+def _report_extract(summary, cache: str) -> int:
+    print(f"extracted {summary.done}, skipped {summary.skipped} already cached, failed {len(summary.failed)} "
+          f"of {summary.total} videos into {cache} ({summary.frames} frames, {summary.fps:.1f} frames/s)")
+    for record in summary.failed:
+        print(f"  failed {record['video_id']}: {record['reason']}", file=sys.stderr)
+    if summary.failed:
+        print(f"error: {len(summary.failed)} of {summary.total} videos failed (see `wtal cache ls {cache}`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .stages import extract_videos
+
+    summary = extract_videos(args.inputs, args.cache, _extract_settings(args), device=args.device, batch=args.batch,
+                             ray_address=args.ray_address, workers=args.workers)
+    return _report_extract(summary, args.cache)
+
+
+def cmd_train(args) -> int:
+    from .stages import train_stage
+
+    result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
+                         seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
+                         train_subset=args.train_subset, snippet_seconds=args.snippet_seconds)
+    last = result["history"][-1] if result["history"] else {}
+    print(f"trained {args.model} on {result['num_train_videos']} videos; final loss {last.get('total', float('nan')):.4f}; "
+          f"checkpoint: {result['selection']}; wrote {Path(args.out) / 'checkpoint.pt'}")
+    return 0
+
+
+def cmd_detect(args) -> int:
+    from .stages import detect_stage
+
+    info = detect_stage(args.features, args.checkpoint, args.out, subset=args.subset, device=args.device,
+                        annotations=args.annotations, snippet_seconds=args.snippet_seconds, sets=_sets(args.set))
+    print(f"wrote {info['detections']} detections for {info['videos']} videos to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..evaluate.reports import evaluate_files, format_per_class, format_table, write_json
+
+    report = evaluate_files(args.detections, args.annotations, subset=args.subset, tiou=args.tiou,
+                            protocol=args.protocol, exclude=tuple(args.exclude or ()),
+                            exclude_thumos14=args.exclude_thumos14, ambiguous_path=args.ambiguous,
+                            allow_pickle=args.allow_pickle)
+    print(format_table(report))
+    if args.per_class:
+        print(format_per_class(report))
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        from ..data.annotations import load_annotations
+        from ..evaluate.plots import plot_pr
+        from ..evaluate.reports import read_detections
+
+        ann = load_annotations(args.annotations, allow_pickle=args.allow_pickle)
+        plot_pr(ann, read_detections(args.detections), report.subset, args.plot_tiou, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .stages import detect_stage, extract_videos, train_stage
+    from ..evaluate.reports import evaluate_files, format_table, write_json
+
+    out = Path(args.out)
+    cache = args.cache or str(out / "cache")
+    summary = extract_videos([args.video_dir], cache, _extract_settings(args), device=args.device, batch=args.batch,
+                             ray_address=args.ray_address, workers=args.workers)
+    status = _report_extract(summary, cache)
+    train_stage(cache, args.annotations, args.model, str(out / "run"), clicks=args.clicks, epochs=args.epochs,
+                seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction)
+    det = out / "detections.json"
+    detect_stage(cache, str(out / "run"), str(det), device=args.device, annotations=args.annotations)
+    report = evaluate_files(det, args.annotations)
+    print(format_table(report))
+    write_json(report, out / "report.json")
+    print(f"wrote {det} and {out / 'report.json'}")
+    return status
+
+
+def cmd_cache(args) -> int:
+    from ..extract.cache import FeatureCache
+
+    cache = FeatureCache(args.cache)
+    if args.action == "ls":
+        records = cache.records()
+        if args.json:
+            for r in records:
+                print(json.dumps({k: r.get(k) for k in ("video_id", "status", "reason", "key", "created", "shape")}))
+        else:
+            print(f"{'video_id':32s} {'status':7s} {'shape':14s} {'created':26s} reason")
+            for r in records:
+                shape = "x".join(map(str, r["shape"])) if r.get("shape") else "-"
+                print(f"{r['video_id']:32s} {r['status']:7s} {shape:14s} {r.get('created') or '-':26s} {r.get('reason') or ''}")
+            ok = sum(r["status"] == "ok" for r in records)
+            print(f"{len(records)} videos, {ok} ok, {len(records) - ok} failed")
+        return 0
+    if args.action == "verify":
+        problems = cache.verify()
+        for p in problems:
+            print(p)
+        print(f"{len(cache.records())} entries checked, {len(problems)} problem(s)")
+        return 1 if problems else 0
+    if args.action == "export":
+        if not args.dest:
+            raise ValueError("cache export needs a destination folder: wtal cache export CACHE OUT_DIR")
+        n = cache.export(args.dest)
+        print(f"exported {n} videos to {args.dest}")
+        return 0
+    removed, freed = cache.gc(dry_run=args.dry_run)
+    print(f"{'would remove' if args.dry_run else 'removed'} {removed} files ({freed / 1e6:.1f} MB) not referenced by the manifest")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, workers=args.workers, device=args.device)
+
+
+def cmd_clicks(args) -> int:
+    from ..data.annotations import load_annotations
+    from ..data.clicks import save_clicks, simulate_clicks
+
+    ann = load_annotations(args.annotations)
+    subset = args.subset or ann.default_subsets()[0]
+    clicks = simulate_clicks(ann, subset, args.seed)
+    save_clicks(clicks, args.out)
+    print(f"wrote {sum(map(len, clicks.values()))} clicks for {len(clicks)} {subset!r} videos to {args.out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from ..data.annotations import load_annotations, save_annotations_json
+
+    ann = load_annotations(args.annotations, allow_pickle=args.allow_pickle)
+    save_annotations_json(ann, args.out)
+    print(f"wrote {len(ann.videos)} videos ({ann.num_instances()} instances) to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def _add_extract_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--flow", default="auto", choices=["auto", "opencv-cuda", "opencv-cpu", "torch"])
+    p.add_argument("--flow-preset", default="default", choices=["default", "fast"])
+    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--quantize-flow", action="store_true", help="quantise flow to 256 levels like the original features")
+    p.add_argument("--pad-last", action="store_true", help="pad the trailing partial snippet instead of dropping it")
+    p.add_argument("--i3d-rgb", help="RGB I3D checkpoint (e.g. rgb_imagenet.pt); random weights when omitted")
+    p.add_argument("--i3d-flow", help="flow I3D checkpoint (e.g. flow_imagenet.pt)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="I3D compute precision (bf16 autocast)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=8, help="snippets per I3D forward")
+    p.add_argument("--ray-address", help="join this Ray cluster (default: embedded local Ray)")
+    p.add_argument("--workers", type=int, help="local Ray CPUs (default: all cores)")
+
+
+def _add_train_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required, choices=MODELS)
+    p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON or THUMOS14 CSVs")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model/training/test setting")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="carve this fraction of training videos for checkpoint selection (default: fixed epochs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wtal", description="Raw videos to weakly-supervised temporal action detections.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="decode, TV-L1 flow and I3D features into a cache")
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_DIR_OR_FILES")
+    p.add_argument("--cache", required=True)
+    _add_extract_options(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="train a localizer on features + video-level labels")
+    p.add_argument("--features", required=True)
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--train-subset")
+    p.add_argument("--snippet-seconds", type=float)
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("detect", help="write detections JSON with a trained localizer")
+    p.add_argument("--features", required=True)
+    p.add_argument("--checkpoint", required=True, metavar="RUN")
+    p.add_argument("--out", required=True)
+    p.add_argument("--subset")
+    p.add_argument("--annotations", help="annotation file (default: the one the run was trained with)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--snippet-seconds", type=float)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a test setting")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("evaluate", help="mAP at tIoU thresholds (ActivityNet detection metric)")
+    p.add_argument("--detections", required=True)
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--subset")
+    p.add_argument("--tiou", default="0.1:0.7:0.1")
+    p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"])
+    p.add_argument("--exclude", nargs="+", metavar="VIDEO_ID")
+    p.add_argument("--exclude-thumos14", action="store_true", help="drop THUMOS14 test videos 270, 1292 and 1496")
+    p.add_argument("--ambiguous", help="THUMOS14 Ambiguous_test.txt")
+    p.add_argument("--allow-pickle", action="store_true", help="allow reading the W-TALC object .npy layout")
+    p.add_argument("--per-class", action="store_true")
+    p.add_argument("--json", metavar="REPORT.json")
+    p.add_argument("--plot", metavar="PR.png")
+    p.add_argument("--plot-tiou", type=float, default=0.5)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="extract + train + detect + evaluate")
+    p.add_argument("video_dir")
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache", help="feature cache (default: OUT/cache)")
+    _add_extract_options(p)
+    _add_train_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cache", help="inspect and maintain a feature cache")
+    p.add_argument("action", choices=["ls", "verify", "export", "gc"])
+    p.add_argument("cache")
+    p.add_argument("dest", nargs="?", help="export: destination folder")
+    p.add_argument("--json", action="store_true", help="ls: one JSON object per line")
+    p.add_argument("--dry-run", action="store_true", help="gc: only report")
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic videos")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("clicks", help="background clicks for BackTAL")
+    clicks = p.add_subparsers(dest="clicks_command", required=True)
+    q = clicks.add_parser("simulate", help="one random click inside every background segment")
+    q.add_argument("--annotations", required=True)
+    q.add_argument("--out", required=True)
+    q.add_argument("--subset")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_clicks)
+
+    p = sub.add_parser("convert", help="write any supported annotation layout as ActivityNet JSON")
+    p.add_argument("annotations")
+    p.add_argument("--out", required=True)
+    p.add_argument("--allow-pickle", action="store_true")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        if args.verbose:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
