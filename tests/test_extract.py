@@ -37,8 +37,9 @@ def fast_extractor():
     return Extractor(ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast"), device="cpu", batch=4)
 
 
-def test_real_clip_gives_one_row_per_full_snippet(fast_extractor):
-    path = VIDEOS / "mmaction2_test.avi"
+@pytest.mark.parametrize("name", ["mmaction2_test.avi", "mmaction2_test.mp4"])
+def test_real_clip_gives_one_row_per_full_snippet(fast_extractor, name):
+    path = VIDEOS / name
     expected = frames_at_25fps(path) // 16
     frames = []
     features = fast_extractor.extract(str(path), on_frames=frames.append)

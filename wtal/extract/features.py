@@ -4,19 +4,34 @@ Frames are decoded at `fps`, resized (shorter side `crop_size * 8 / 7`, i.e. 256
 flow is computed on the resized grayscale frames (frame t with t+1), both streams are centre
 cropped, and every 16 frames become one snippet: rgb scaled to [-1, 1], flow clipped to +-20
 (optionally quantised) and divided by 20. At most `batch` snippets (+1 frame for the last flow)
-are held at once, so memory is bounded for any video length.
+are computed at once and at most `PREFETCH_CHUNKS` decoded chunks wait ahead of them, so memory
+(host and GPU) is bounded for any video length.
+
+Throughput: a background thread decodes the next chunks while flow and I3D run on the current
+one (FFmpeg and OpenCV release the GIL); the torch TV-L1 backend computes all frame pairs of a
+chunk as one batch; I3D runs all snippets of a chunk as one batch. On CUDA, frames travel to the
+GPU as uint8 through pinned memory and are cropped, scaled and clipped there, and flow from the
+torch backend never leaves the GPU.
 """
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 SNIPPET_FRAMES = 16
+FLOW_BOUND = 20.0
+PREFETCH_CHUNKS = 2
+# Seeds of the random I3D weights used without a checkpoint: every process builds the same
+# network, so features from different Ray workers agree and the cache key "random-<stream>" is
+# meaningful.
+RANDOM_WEIGHTS_SEED = {"rgb": 0, "flow": 1}
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,64 @@ class ExtractSettings:
         return fields
 
 
+def prefetch(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator:
+    """Yield `items` in order while a background thread produces up to `depth` of them ahead.
+
+    An exception of the producer is re-raised at its place in the sequence; when the consumer
+    stops early (error, `close`), the producer stops at its next item and closes `items`.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(("error", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="wtal-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()
+
+
+def flow_to_input_torch(flow, bound: float = FLOW_BOUND, quantize: bool = False):
+    """`wtal.extract.flow.flow_to_input` on a torch tensor, on its device, with identical results."""
+    import torch
+
+    f = flow.float().clamp(-bound, bound)
+    if quantize:
+        q = torch.round((f.double() + bound) / (2 * bound) * 255.0)
+        return (q * (2.0 / 255.0) - 1.0).float()
+    return f / bound
+
+
 class Extractor:
     """Holds the two I3D streams on one device and extracts videos one after another."""
 
@@ -59,46 +132,99 @@ class Extractor:
         import torch
 
         from ..device import resolve_device
-        from .i3d import load_i3d
+        from .flow import PRESETS, resolve_backend
+        from .i3d import bf16_is_fast
 
+        if settings.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {settings.precision!r}")
+        if settings.flow_preset not in PRESETS:
+            raise ValueError(f"unknown flow preset {settings.flow_preset!r}; choose one of {', '.join(PRESETS)}")
+        self._torch = torch
         self.settings = settings
         self.device = resolve_device(device)
         self.batch = max(1, int(batch))
-        self.flow_backend = None
-        self.rgb = load_i3d(settings.i3d_rgb, "rgb", str(self.device))
-        self.flow = load_i3d(settings.i3d_flow, "flow", str(self.device))
-        if settings.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {settings.precision!r}")
-        self._torch = torch
+        self.flow_backend = resolve_backend(settings.flow, str(self.device))
+        if settings.precision == "bf16" and not bf16_is_fast(self.device):
+            log.warning("precision bf16: %s has no native bf16 convolutions, so I3D will run many times slower "
+                        "than in fp32 (20-100x measured on AVX2-only CPUs); use fp32 here", self.device)
+        self.rgb = self._load(settings.i3d_rgb, "rgb")
+        self.flow = self._load(settings.i3d_flow, "flow")
 
-    def _i3d(self, model, clips: np.ndarray) -> np.ndarray:
-        """(B, 16, H, W, C) float32 clips -> (B, 1024) features."""
+    def _load(self, path: str | None, modality: str):
+        """I3D of one stream on the device; without a checkpoint, the seeded random network."""
+        from .i3d import load_i3d
+
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 4, 1, 2, 3))).to(self.device)
+        if path is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_WEIGHTS_SEED[modality])
+                model = load_i3d(None, modality, "cpu")
+            model = model.to(self.device)
+        else:
+            model = load_i3d(path, modality, str(self.device))
+        if self.settings.precision == "bf16":
+            model = model.to(memory_format=torch.channels_last_3d)
+        return model
+
+    def _to_device(self, array: np.ndarray):
+        """Host array -> tensor on the device (through pinned memory on CUDA, asynchronously)."""
+        tensor = self._torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _i3d(self, model, clips):
+        """(B, C, 16, S, S) float32 clips on the device -> (B, 1024) float32 features on the host."""
+        torch = self._torch
         with torch.inference_mode():
             if self.settings.precision == "bf16":
-                x = x.contiguous(memory_format=torch.channels_last_3d)
+                x = clips.contiguous(memory_format=torch.channels_last_3d)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     out = model(x)
             else:
-                out = model(x)
+                out = model(clips.contiguous())
         return out.float().cpu().numpy()
+
+    def _raw_flow(self, gray: np.ndarray):
+        """Raw TV-L1 flow (N-1, H, W, 2) of grayscale frames (N, H, W), as a tensor on the device.
+
+        The torch backend runs every pair of the chunk as one batch on the device; OpenCV
+        backends compute on the host and the result is moved.
+        """
+        from .flow import PRESETS, compute_flow
+
+        torch = self._torch
+        if self.flow_backend == "torch":
+            from .tvl1 import tvl1_pairs
+
+            if len(gray) < 2:
+                return torch.zeros((0, *gray.shape[1:], 2), dtype=torch.float32, device=self.device)
+            frames = self._to_device(gray).float().unsqueeze(1)
+            with torch.inference_mode():
+                flow = tvl1_pairs(frames[:-1], frames[1:], PRESETS[self.settings.flow_preset])
+            return flow.permute(0, 2, 3, 1)
+        flow = compute_flow(gray, backend=self.flow_backend, preset=self.settings.flow_preset, device=str(self.device))
+        return self._to_device(flow)
 
     def _snippets(self, frames: np.ndarray, nxt: np.ndarray | None, n: int) -> np.ndarray:
         """Features of `n` snippets from `frames` (n*16 resized RGB frames) plus the next frame."""
         from .decode import center_crop, to_gray
-        from .flow import compute_flow, flow_to_input, resolve_backend
 
+        torch = self._torch
         s = self.settings
-        backend = resolve_backend(s.flow, str(self.device))
+        size = s.crop_size
         gray = to_gray(frames if nxt is None else np.concatenate([frames, nxt[None]], 0))
-        flow = compute_flow(gray, backend=backend, preset=s.flow_preset, device=str(self.device))
+        flow = self._raw_flow(gray)
+        top, left = (flow.shape[1] - size) // 2, (flow.shape[2] - size) // 2
+        flow = flow[:, top:top + size, left:left + size]
         if len(flow) < len(frames):  # the video's last frame has no successor: repeat its flow
-            flow = np.concatenate([flow, np.repeat(flow[-1:], len(frames) - len(flow), 0)], 0)
-        flow = flow_to_input(center_crop(flow, s.crop_size), quantize=s.quantize_flow)
-        rgb = center_crop(frames, s.crop_size).astype(np.float32) / 127.5 - 1.0
-        shape = (n, SNIPPET_FRAMES, s.crop_size, s.crop_size)
-        return np.concatenate([self._i3d(self.rgb, rgb.reshape(*shape, 3)), self._i3d(self.flow, flow.reshape(*shape, 2))], 1)
+            flow = torch.cat([flow, flow[-1:].expand(len(frames) - len(flow), -1, -1, -1)], 0)
+        flow = flow_to_input_torch(flow, quantize=s.quantize_flow)
+        rgb = self._to_device(center_crop(frames, size)).float() / 127.5 - 1.0
+        shape = (n, SNIPPET_FRAMES, size, size)
+        rgb = rgb.reshape(*shape, 3).permute(0, 4, 1, 2, 3)
+        flow = flow.reshape(*shape, 2).permute(0, 4, 1, 2, 3)
+        return np.concatenate([self._i3d(self.rgb, rgb), self._i3d(self.flow, flow)], 1)
 
     def extract(self, path: str, on_frames: Callable[[int], None] | None = None) -> np.ndarray:
         """(T, 2048) float32 features of one video; `on_frames(n)` reports decoded frames."""
@@ -110,7 +236,8 @@ class Extractor:
         buffer = np.zeros((0,), dtype=np.uint8)
         rows: list[np.ndarray] = []
         total = 0
-        for chunk in iter_frames(path, fps=s.fps, short_side=s.short_side, chunk_size=chunk_size):
+        chunks = iter_frames(path, fps=s.fps, short_side=s.short_side, chunk_size=chunk_size)
+        for chunk in prefetch(chunks):
             total += len(chunk)
             if on_frames:
                 on_frames(len(chunk))

@@ -60,7 +60,8 @@ def cmd_train(args) -> int:
 
     result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
                          seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
-                         train_subset=args.train_subset, snippet_seconds=args.snippet_seconds)
+                         train_subset=args.train_subset, snippet_seconds=args.snippet_seconds,
+                         allow_pickle=args.allow_pickle)
     last = result["history"][-1] if result["history"] else {}
     print(f"trained {args.model} on {result['num_train_videos']} videos; final loss {last.get('total', float('nan')):.4f}; "
           f"checkpoint: {result['selection']}; wrote {Path(args.out) / 'checkpoint.pt'}")
@@ -71,7 +72,8 @@ def cmd_detect(args) -> int:
     from .stages import detect_stage
 
     info = detect_stage(args.features, args.checkpoint, args.out, subset=args.subset, device=args.device,
-                        annotations=args.annotations, snippet_seconds=args.snippet_seconds, sets=_sets(args.set))
+                        annotations=args.annotations, snippet_seconds=args.snippet_seconds, sets=_sets(args.set),
+                        allow_pickle=args.allow_pickle)
     print(f"wrote {info['detections']} detections for {info['videos']} videos to {args.out}")
     return 0
 
@@ -225,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--train-subset")
     p.add_argument("--snippet-seconds", type=float)
+    p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -236,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", help="annotation file (default: the one the run was trained with)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--snippet-seconds", type=float)
+    p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a test setting")
     p.set_defaults(func=cmd_detect)
 

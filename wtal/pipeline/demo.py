@@ -6,8 +6,9 @@ and compares with the trivial detector (each whole video as one detection of its
 
 The demo profile trades fidelity for speed; real extraction differs in three ways that it prints:
 crop 112 instead of 224 (I3D's final pooling adapts), the `fast` TV-L1 preset instead of OpenCV's
-defaults, and random I3D weights instead of the public Kinetics checkpoints (none can be
-downloaded here), which the localizer learns to read anyway because the motion classes differ.
+defaults (run by wtal's torch TV-L1, which matches OpenCV's), and random I3D weights instead of
+the public Kinetics checkpoints (none can be downloaded here), which the localizer learns to read
+anyway because the motion classes differ.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..extract.features import ExtractSettings
 
-DEMO_SETTINGS = ExtractSettings(crop_size=112, flow="auto", flow_preset="fast", precision="fp32")
+DEMO_SETTINGS = ExtractSettings(crop_size=112, flow="torch", flow_preset="fast", precision="fp32")
 DEMO_TRAIN = {"epochs": 60, "seed": 0}
 
 
@@ -71,8 +72,8 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     start = time.perf_counter()
     dev = resolve_device(device)
     print(f"wtal demo -> {out_dir} (device {dev})")
-    print("profile: crop 112 (real: 224), TV-L1 preset 'fast' (real: OpenCV defaults), random I3D weights "
-          "(real: public Kinetics checkpoints via --i3d-rgb/--i3d-flow), fp32")
+    print("profile: crop 112 (real: 224), TV-L1 preset 'fast' on wtal's torch TV-L1 (real: OpenCV defaults), "
+          "random I3D weights (real: public Kinetics checkpoints via --i3d-rgb/--i3d-flow), fp32")
     ann_path = out_dir / "data" / "annotations.json"
     video_dir = out_dir / "data" / "videos"
     if not ann_path.exists():

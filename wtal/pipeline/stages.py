@@ -57,10 +57,45 @@ def collect_videos(inputs: list[str]) -> dict[str, Path]:
 
 _EXTRACTORS: dict[tuple, Any] = {}
 
+FAULT_DIR_ENV = "WTAL_EXTRACT_FAULT_DIR"
+EXTRACT_RETRIES = 3  # attempts after a worker dies mid-task
+
+
+def _crash_if_marked(video_id: str) -> None:
+    """Fault injection for tests of retries: kill this worker process in the middle of a task.
+
+    When the environment variable `WTAL_EXTRACT_FAULT_DIR` names a directory that holds a file
+    named after the video id, the task deletes that file (so only one attempt crashes, whichever
+    process claims it) and ends its process at once with `os._exit(1)`, as a segfault or an OOM
+    kill would: nothing is cleaned up and Ray sees a dead worker. Unset, this does nothing.
+    """
+    fault_dir = os.environ.get(FAULT_DIR_ENV)
+    if not fault_dir:
+        return
+    try:
+        os.unlink(os.path.join(fault_dir, video_id))
+    except FileNotFoundError:
+        return
+    log.warning("%s: fault injected by %s, killing worker %d", video_id, FAULT_DIR_ENV, os.getpid())
+    os._exit(1)
+
+
+def _where() -> dict[str, Any]:
+    """Which Ray node and process run this task (for logs and for tests of the scheduling)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"node": node, "pid": os.getpid()}
+
 
 def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, key_fields: dict, cache_root: str,
                  device: str, batch: int) -> dict[str, Any]:
-    """Extract one video into the cache (the body of the Ray task); failures become records."""
+    """Extract one video into the cache (the body of the Ray task); failures become records.
+
+    The entry is written atomically (see wtal.extract.cache), so a task killed at any point
+    leaves no partial entry and its retry recomputes the same features. The returned record
+    also holds `frames`, `seconds`, and the `node` and `pid` that ran it.
+    """
     from ..extract.features import Extractor
     from .runtime import limit_threads
 
@@ -72,6 +107,7 @@ def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, 
     def count(n: int) -> None:
         nonlocal frames
         frames += n
+        _crash_if_marked(video_id)
 
     try:
         ident = (settings, device, batch)
@@ -85,31 +121,57 @@ def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, 
         record = cache.put_failure(key, video_id, reason, key_fields, path)
     record["frames"] = frames
     record["seconds"] = time.perf_counter() - start
+    record.update(_where())
     return record
 
 
 @dataclass
 class ExtractSummary:
+    """Outcome of `extract_videos`: counts, the task records and throughput (frames / wall s)."""
+
     total: int
     done: int
     skipped: int
     failed: list[dict] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
+    records: list[dict] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto", batch: int = 8,
-                   ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> ExtractSummary:
-    """Extract every video not yet in the cache under `settings`, one Ray task per video."""
+def _wants_gpu(device: str, ray_address: str | None, workers: int | None) -> bool:
+    """Whether extraction tasks run on CUDA: the local device, or on a cluster its GPU resources.
+
+    `device="auto"` with a cluster address (or RAY_ADDRESS, see `init_ray`) joins the cluster to
+    ask (the flow backend, and so the cache keys, depend on the answer).
+    """
     from ..device import resolve_device
 
+    if not (ray_address or os.environ.get("RAY_ADDRESS")):
+        return resolve_device(device).type == "cuda"
+    if device != "auto":
+        return str(device).startswith("cuda")
+    from .runtime import init_ray
+
+    return init_ray(ray_address, workers).cluster_resources().get("GPU", 0) > 0
+
+
+def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto", batch: int = 8,
+                   ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> ExtractSummary:
+    """Extract every video not yet in the cache under `settings`, one Ray task per video.
+
+    Each task declares 1 CPU (decoding) and, on CUDA, 1 GPU (flow and I3D); Ray spreads the
+    tasks over the nodes, so every node's GPUs (or CPUs) work. Tasks whose worker dies are
+    retried (`max_retries`); only the driver updates the manifest, after each finished video, so
+    a killed run loses no finished video and a re-run skips them. Ray is not started when every
+    video is cached already.
+    """
     videos = collect_videos(inputs)
     cache = FeatureCache(cache_root, create=True)
-    use_gpu = resolve_device(device).type == "cuda" if ray_address is None else device == "cuda"
+    use_gpu = _wants_gpu(device, ray_address, workers)
     key_fields = settings.key_fields("cuda" if use_gpu else "cpu")
     keys, todo = {}, []
     for vid, path in videos.items():
@@ -126,11 +188,11 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
 
     ray = init_ray(ray_address, workers)
     task_device = "cuda" if use_gpu else "cpu"
-    remote = ray.remote(extract_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=3,
-                                              retry_exceptions=False)
+    remote = ray.remote(extract_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=EXTRACT_RETRIES,
+                                              retry_exceptions=False, scheduling_strategy="SPREAD")
+    root = str(Path(cache_root).resolve())
     pending = {
-        remote.remote(str(videos[vid].resolve()), vid, keys[vid], settings, key_fields, str(Path(cache_root).resolve()),
-                      task_device, batch): vid
+        remote.remote(str(videos[vid].resolve()), vid, keys[vid], settings, key_fields, root, task_device, batch): vid
         for vid in todo
     }
     bar = None
@@ -142,8 +204,14 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         vid = pending.pop(ready[0])
-        record = ray.get(ready[0])
+        try:
+            record = ray.get(ready[0])
+        except ray.exceptions.RayError as exc:  # e.g. the worker died on every attempt (a decoder crash)
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__} after {EXTRACT_RETRIES} retries: {detail}"
+            record = cache.put_failure(keys[vid], vid, reason, key_fields, str(videos[vid].resolve()))
         cache.update_manifest({vid: record["key"]})
+        summary.records.append(record)
         summary.frames += record.get("frames", 0)
         if record["status"] == "ok":
             summary.done += 1
@@ -160,15 +228,28 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
 
 
 # ------------------------------------------------------------------------------ train
-def _load_training_inputs(features_path: str, annotations_path: str, snippet_seconds: float | None):
+def _open_inputs(features_path: str, annotations_path: str, snippet_seconds: float | None, allow_pickle: bool):
+    """Features and annotations; a W-TALC annotation folder also names the W-TALC feature order."""
     from ..data.annotations import load_annotations
     from ..data.features import open_features
 
-    return open_features(features_path, snippet_seconds), load_annotations(annotations_path)
+    names = annotations_path if Path(annotations_path).is_dir() else None
+    return (open_features(features_path, snippet_seconds, allow_pickle=allow_pickle, video_names=names),
+            load_annotations(annotations_path, allow_pickle=allow_pickle))
+
+
+def _cpu_threads(device) -> None:
+    """On CPU use half the cores for torch unless OMP_NUM_THREADS says otherwise (two threads
+    on a 2-core host stall each other)."""
+    import torch
+
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
 def _items(ann, features, subset: str, clicks: dict | None = None):
     """VideoItems for a subset; videos without features are an error listing a few."""
+    from ..data.features import check_lengths
     from ..models.synthetic_check import build_items
 
     videos = ann.subset(subset)
@@ -177,18 +258,16 @@ def _items(ann, features, subset: str, clicks: dict | None = None):
         raise PipelineError(
             f"{features.path}: no features for {len(missing)} of {len(videos)} {subset!r} videos, e.g. {', '.join(missing[:3])}"
         )
+    for message in check_lengths(features, ann, subset):
+        log.warning(message)
     items = build_items(ann, features, subset, clicks)
-    for it in items:
-        expected = it.duration / features.snippet_seconds if it.duration else None
-        if expected is not None and abs(len(it.features) - expected) > 1 + 1e-6 and features.kind != "cache":
-            log.warning("%s: %d snippets but the annotated duration implies %.1f", it.video_id, len(it.features), expected)
     return items
 
 
 def train_stage(features: str, annotations: str, model: str, out: str, clicks: list[str] | None = None,
                 epochs: int | None = None, seed: int = 0, device: str = "auto", sets: dict[str, str] | None = None,
                 val_fraction: float = 0.0, train_subset: str | None = None, snippet_seconds: float | None = None,
-                annotator: str | None = None, progress: bool = True) -> dict[str, Any]:
+                annotator: str | None = None, progress: bool = True, allow_pickle: bool = False) -> dict[str, Any]:
     """Train a localizer and write RUN/checkpoint.pt and RUN/train_log.json."""
     import torch
 
@@ -198,7 +277,7 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     from ..models.checkpoint import save_checkpoint
     from ..models.train import detect_videos, seed_everything, train_localizer
 
-    feats, ann = _load_training_inputs(features, annotations, snippet_seconds)
+    feats, ann = _open_inputs(features, annotations, snippet_seconds, allow_pickle)
     default_train, default_eval = ann.default_subsets()
     train_subset = train_subset or default_train
     if not ann.class_names:
@@ -223,6 +302,7 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
         click_map = load_clicks(files[0])
     hparams, train_cfg, test_cfg = split_settings(cls, sets)
     dev = resolve_device(device)
+    _cpu_threads(dev)
     items = _items(ann, feats, train_subset, click_map)
     val_items = []
     if val_fraction > 0:
@@ -275,9 +355,8 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
 # ----------------------------------------------------------------------------- detect
 def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = None, device: str = "auto",
                  annotations: str | None = None, snippet_seconds: float | None = None,
-                 sets: dict[str, str] | None = None) -> dict[str, Any]:
+                 sets: dict[str, str] | None = None, allow_pickle: bool = False) -> dict[str, Any]:
     """Run a trained localizer over a subset's videos (all feature videos without annotations)."""
-    from ..data.annotations import load_annotations
     from ..data.features import open_features
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
@@ -285,6 +364,7 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
     from ..postprocess.detections import write_detections
 
     dev = resolve_device(device)
+    _cpu_threads(dev)
     net, payload = load_checkpoint(checkpoint, dev)
     info = payload.get("info", {})
     test_cfg = dict(payload["test_config"])
@@ -293,20 +373,19 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
 
         _, _, overrides = split_settings(type(net), sets)
         test_cfg.update({k: overrides[k] for k in sets if k in overrides})
-    feats = open_features(features, snippet_seconds or payload["snippet_seconds"])
-    if feats.feature_dim != payload["feature_dim"]:
-        raise PipelineError(f"{features}: features are {feats.feature_dim}-d but {checkpoint} was trained on {payload['feature_dim']}-d")
+    seconds = snippet_seconds or payload["snippet_seconds"]
     ann_path = annotations or info.get("annotations")
     if ann_path and Path(ann_path).exists():
-        ann = load_annotations(ann_path)
+        feats, ann = _open_inputs(features, ann_path, seconds, allow_pickle)
         subset = subset or info.get("eval_subset") or ann.default_subsets()[1]
-        videos = ann.subset(subset)
-        missing = [v.video_id for v in videos if v.video_id not in feats]
-        if missing:
-            raise PipelineError(f"{features}: no features for {len(missing)} {subset!r} videos, e.g. {', '.join(missing[:3])}")
-        items = [VideoItem(v.video_id, feats.load(v.video_id), np.zeros(0), v.duration) for v in videos]
     elif subset:
         raise PipelineError(f"--subset {subset} needs annotations: pass --annotations ANN")
+    else:
+        feats, ann = open_features(features, seconds, allow_pickle=allow_pickle), None
+    if feats.feature_dim != payload["feature_dim"]:
+        raise PipelineError(f"{features}: features are {feats.feature_dim}-d but {checkpoint} was trained on {payload['feature_dim']}-d")
+    if ann is not None:
+        items = _items(ann, feats, subset)
     else:
         items = [VideoItem(vid, feats.load(vid), np.zeros(0), None) for vid in feats.ids()]
     results, _ = detect_videos(net, items, test_cfg, payload["class_names"], feats.snippet_seconds, dev)

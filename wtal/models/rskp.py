@@ -1,0 +1,270 @@
+"""RSKP: representative snippet knowledge propagation (Huang, Wang and Li, CVPR 2022).
+
+"Weakly Supervised Temporal Action Localization via Representative Snippet Knowledge
+Propagation". Snippet features are embedded (Linear D->E, ReLU, dropout 0.6; E = D by default)
+and summarised per video into K = 8 representative snippets mu by expectation-maximisation
+attention: learned bases (orthogonal init), 2 iterations of
+
+    Z = softmax_K(5 * cos(x_t, mu_k)),   mu = Norm1(Z)^T x      (Norm1: columns sum to 1 over time)
+
+The representatives are propagated back to the snippets by a bipartite random walk, in closed form
+
+    F* = (1 - w) (I - w^2 Z Norm1(Z)^T)^-1 (w Z mu + F),   w = 0.5,
+
+evaluated exactly with the Woodbury identity, so only a K x K system is solved
+(`torch.linalg.solve`) and long videos cost O(T K) memory instead of O(T^2).
+Three feature sets go through one FAC-Net-style head (scaled cosine classifiers, scale 20, with
+C action centres + 1 background centre and a foreground centre): the original features (main
+branch, "o"), the intra-video propagated ones ("m", bases = the video's own representatives) and,
+after the warm-up, the inter-video propagated ones ("r", bases = the memory bank's
+representatives of the video's labelled classes). The head gives a class-agnostic attention
+a_t = sigmoid(20 cos(x_t, fg)); the CA video score classifies the attention-pooled feature
+(target: labels, background 0); the MIL (class-wise attention) score classifies, per class, the
+feature pooled by sigmoid(class score) (target: labels, background 1).
+
+Memory bank: 5 representatives per class, ranked by their softmax class score; filled from the
+training videos (eval mode) at the end of warm-up epoch `warmup`, then used and updated
+(per labelled class, keep the 5 best of bank + this video's representatives) at every step.
+
+Loss (lambda from the paper / public code):
+
+    L = L_cls + 1.0 L_kd + 0.1 L_att
+    L_cls = sum over branches o, m (and 0.5 x r after warm-up) of CE(CA) + 0.2 CE(MIL)
+    L_kd  = CE(softmax(teacher / 0.2), log_softmax(o_frame / 0.2)) per snippet,
+            teacher = m_frame (0.8 m_frame + 0.2 r_frame after warm-up), detached
+    L_att = mean of the k lowest - mean of the k highest attention of branch o, k = T // 8
+
+Test: video score 0.6 o_CA + 0.4 m_CA; CAS = (0.6 softmax(o_frame) + 0.4 softmax(m_frame)) * a_o;
+class threshold 0.1, CAS thresholds 0.001:0.04 step 0.002, OIC inner - outer (0.25 per side,
+class score weight 0), NMS 0.5. Padded snippets are masked out of EM, the random walk (zero
+affinity), every pooling and every loss.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import Inference, Localizer, masked_mean, register, topk_count, topk_mean, video_label_loss
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last dimension (zero vectors stay zero)."""
+    return x / (x.norm(dim=-1, keepdim=True) + 1e-9)
+
+
+def _time_normalise(z: torch.Tensor) -> torch.Tensor:
+    """Norm1 of (B, T, K) assignments: each basis' weights sum to 1 over time."""
+    return z / (z.sum(1, keepdim=True) + 1e-9)
+
+
+def random_walk(features: torch.Tensor, bases: torch.Tensor, mask: torch.Tensor, walk_weight: float,
+                temperature: float, base_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Closed-form bipartite random walk between snippets (B, T, E) and bases (B, K, E).
+
+    F* = (1 - w)(I - w^2 Z N^T)^-1 (w Z mu + F) with Z = softmax_K(temperature * cos) (zero on
+    padded snippets and invalid bases) and N = Norm1(Z); by Woodbury,
+    (I - w^2 Z N^T)^-1 B = B + w^2 Z (I_K - w^2 N^T Z)^-1 N^T B. Padded rows come back zero.
+    """
+    m = mask.unsqueeze(-1).to(features.dtype)
+    logits = temperature * _unit(features) @ _unit(bases).transpose(1, 2)  # (B, T, K)
+    if base_mask is not None:
+        logits = logits.masked_fill(~base_mask.unsqueeze(1), torch.finfo(logits.dtype).min)
+        z = torch.softmax(logits, -1) * base_mask.unsqueeze(1).to(logits.dtype)
+    else:
+        z = torch.softmax(logits, -1)
+    z = z * m
+    n = _time_normalise(z)
+    w = walk_weight
+    rhs = w * z @ bases + features  # (B, T, E)
+    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+    small = torch.linalg.solve(eye - (w ** 2) * n.transpose(1, 2) @ z, n.transpose(1, 2) @ rhs)  # (B, K, E)
+    return (1.0 - w) * (rhs + (w ** 2) * z @ small) * m
+
+
+@register
+class RSKP(Localizer):
+    """FAC-Net-style head on original, intra-video and inter-video propagated features."""
+
+    name = "rskp"
+    # the public code trains on whole videos (no sampling): max_len only guards memory
+    train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000}
+    test_defaults = {
+        "class_threshold": 0.1,
+        "cas_thresholds": (0.001, 0.04, 0.002),
+        "oic_outer_ratio": 0.25,
+        "oic_class_weight": 0.0,
+        "nms_threshold": 0.5,
+        "max_detections": 200,
+    }
+
+    def __init__(self, feature_dim: int, num_classes: int, embed_dim: int | None = None, dropout: float = 0.6,
+                 scale: float = 20.0, num_bases: int = 8, em_iters: int = 2, em_temperature: float = 5.0,
+                 walk_weight: float = 0.5, bank_size: int = 5, warmup: int = 100, mil_weight: float = 0.2,
+                 memory_cls_weight: float = 0.5, memory_mix: float = 0.2, kd_weight: float = 1.0,
+                 kd_temperature: float = 0.2, att_weight: float = 0.1, topk_ratio: int = 8,
+                 fusion_weight: float = 0.6):
+        super().__init__(feature_dim, num_classes)
+        self.embed_dim, self.dropout, self.scale = embed_dim, dropout, scale
+        self.num_bases, self.em_iters, self.em_temperature = num_bases, em_iters, em_temperature
+        self.walk_weight, self.bank_size, self.warmup = walk_weight, bank_size, warmup
+        self.mil_weight, self.memory_cls_weight, self.memory_mix = mil_weight, memory_cls_weight, memory_mix
+        self.kd_weight, self.kd_temperature, self.att_weight = kd_weight, kd_temperature, att_weight
+        self.topk_ratio, self.fusion_weight = topk_ratio, fusion_weight
+        dim = embed_dim or feature_dim
+        self.embedding = nn.Sequential(nn.Linear(feature_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        nn.init.xavier_uniform_(self.embedding[0].weight)
+        nn.init.zeros_(self.embedding[0].bias)
+        self.bases = nn.Parameter(nn.init.orthogonal_(torch.empty(num_bases, dim)))
+        self.centres = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_classes + 1, dim)))
+        self.foreground = nn.Parameter(-self.centres.detach()[-1:].clone())
+        self.register_buffer("bank", torch.zeros(num_classes, bank_size, dim))
+        self.register_buffer("bank_scores", torch.zeros(num_classes, bank_size))
+        self.register_buffer("bank_filled", torch.tensor(False))
+
+    # ------------------------------------------------------------------ pieces
+    def em(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Video-specific representatives (B, K, E) by EM attention from the learned bases."""
+        xn = _unit(x)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        mu = self.bases.unsqueeze(0).expand(x.shape[0], -1, -1)
+        for _ in range(self.em_iters):
+            z = torch.softmax(self.em_temperature * xn @ _unit(mu).transpose(1, 2), -1) * m
+            mu = _time_normalise(z).transpose(1, 2) @ x
+        return mu
+
+    def head(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scaled cosine head: frame logits (B, T, C+1), attention (B, T), CA and MIL probabilities (B, C+1)."""
+        m = mask.to(x.dtype)
+        xn, cn = _unit(x), _unit(self.centres)
+        frame = self.scale * xn @ cn.t()
+        att = torch.sigmoid(self.scale * (xn @ _unit(self.foreground).t()).squeeze(-1)) * m
+        cw_att = torch.sigmoid(frame) * m.unsqueeze(-1)
+        ca_feat = (att.unsqueeze(-1) * x).sum(1) / (att.sum(1, keepdim=True) + 1e-5)
+        cw_feat = cw_att.transpose(1, 2) @ x / (cw_att.sum(1).unsqueeze(-1) + 1e-5)  # (B, C+1, E)
+        ca = torch.softmax(self.scale * _unit(ca_feat) @ cn.t(), -1)
+        mil = torch.softmax(self.scale * (_unit(cw_feat) * cn).sum(-1), -1)
+        return {"frame_logits": frame, "attention": att, "ca_probs": ca, "mil_probs": mil}
+
+    def memory_bases(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bank representatives of each video's labelled classes, padded: (B, Kmax, E) and valid mask."""
+        rows, valid = [], []
+        for lab in labels:
+            idx = torch.nonzero(lab > 0).flatten()
+            rows.append(self.bank[idx].reshape(-1, self.bank.shape[-1]))
+            valid.append((self.bank_scores[idx] > 0).flatten())
+        k = max(1, max(len(r) for r in rows))
+        bases = self.bank.new_zeros(len(rows), k, self.bank.shape[-1])
+        base_mask = torch.zeros(len(rows), k, dtype=torch.bool, device=labels.device)
+        for b, (r, v) in enumerate(zip(rows, valid)):
+            bases[b, : len(r)], base_mask[b, : len(v)] = r, v
+        return bases, base_mask
+
+    @torch.no_grad()
+    def update_bank(self, bases: torch.Tensor, base_scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """Keep, per labelled class, the `bank_size` best of the bank and each video's representatives."""
+        for mu, scores, lab in zip(bases, base_scores, labels):
+            for c in torch.nonzero(lab > 0).flatten().tolist():
+                all_scores = torch.cat([self.bank_scores[c], scores[:, c]])
+                order = torch.sort(all_scores, descending=True, stable=True).indices[: self.bank_size]
+                self.bank[c] = torch.cat([self.bank[c], mu])[order]
+                self.bank_scores[c] = all_scores[order]
+
+    def memory_active(self, epoch: int) -> bool:
+        """The inter-video branch runs once the warm-up is over and the bank has been filled."""
+        return epoch >= self.warmup and bool(self.bank_filled)
+
+    # ------------------------------------------------------------------ model
+    def forward(self, features, mask=None, memory: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Named outputs of branches o (original), m (intra-video) and, given `memory`
+        (bases, base mask), r (inter-video); plus `bases` (B, K, E) and their class `base_scores`."""
+        if mask is None:
+            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        x = self.embedding(features) * mask.unsqueeze(-1).to(features.dtype)
+        mu = self.em(x, mask)
+        out = {"embedded": x, "bases": mu,
+               "base_scores": torch.softmax(self.scale * _unit(mu) @ _unit(self.centres).t(), -1)}
+        branches = {"o": x, "m": random_walk(x, mu, mask, self.walk_weight, self.em_temperature)}
+        if memory is not None:
+            branches["r"] = random_walk(x, memory[0], mask, self.walk_weight, self.em_temperature, memory[1])
+        for prefix, feats in branches.items():
+            out.update({f"{prefix}_{k}": v for k, v in self.head(feats, mask).items()})
+        return out
+
+    def _losses_and_outputs(self, batch, epoch):
+        """Loss terms, forward outputs and whether the inter-video (memory) branch ran."""
+        feats, mask, labels = batch["features"], batch["mask"], batch["labels"]
+        memory = self.memory_bases(labels) if self.memory_active(epoch) else None
+        out = self(feats, mask, memory)
+        zero, one = labels.new_zeros(len(labels), 1), labels.new_ones(len(labels), 1)
+        fg, bg = torch.cat([labels, zero], -1), torch.cat([labels, one], -1)
+        cls_ca = video_label_loss(out["o_ca_probs"], fg, probs=True) + video_label_loss(out["m_ca_probs"], fg, probs=True)
+        cls_mil = video_label_loss(out["o_mil_probs"], bg, probs=True) + video_label_loss(out["m_mil_probs"], bg, probs=True)
+        teacher = out["m_frame_logits"]
+        if memory is not None:
+            has = memory[1].any(1)
+            if has.any():
+                cls_ca = cls_ca + self.memory_cls_weight * video_label_loss(out["r_ca_probs"][has], fg[has], probs=True)
+                cls_mil = cls_mil + self.memory_cls_weight * video_label_loss(out["r_mil_probs"][has], bg[has], probs=True)
+            mixed = (1 - self.memory_mix) * teacher + self.memory_mix * out["r_frame_logits"]
+            teacher = torch.where(has.view(-1, 1, 1), mixed, teacher)
+        cls = cls_ca + self.mil_weight * cls_mil
+        target = torch.softmax(teacher.detach() / self.kd_temperature, -1)
+        kd_snippet = -(target * F.log_softmax(out["o_frame_logits"] / self.kd_temperature, -1)).sum(-1)
+        kd = masked_mean(kd_snippet, mask).mean()
+        k = topk_count(mask, feats.shape[1], self.topk_ratio, len(feats), feats.device)
+        att = out["o_attention"].unsqueeze(-1)
+        att_loss = (-topk_mean(-att, k, mask) - topk_mean(att, k, mask)).mean()
+        total = cls + self.kd_weight * kd + self.att_weight * att_loss
+        losses = {"total": total, "cls": cls, "cls_ca": cls_ca, "cls_mil": cls_mil, "kd": kd, "att": att_loss}
+        return losses, out, memory is not None
+
+    def compute_losses(self, batch, epoch):
+        """L_cls (CA + 0.2 MIL over the branches), L_kd, L_att and their weighted total."""
+        return self._losses_and_outputs(batch, epoch)[0]
+
+    def make_optimizers(self, cfg):
+        """Adam with the public code's betas (0.9, 0.99)."""
+        return {"main": torch.optim.Adam(self.parameters(), lr=cfg["lr"], betas=(0.9, 0.99),
+                                         weight_decay=cfg["weight_decay"])}
+
+    def fit_step(self, batch, optimizers, epoch):
+        """One Adam step; after the warm-up the bank takes this batch's representatives."""
+        losses, out, used_memory = self._losses_and_outputs(batch, epoch)
+        opt = optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        if used_memory:
+            self.update_bank(out["bases"].detach(), out["base_scores"].detach(), batch["labels"])
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def on_epoch_end(self, epoch, loader):
+        """Fill the memory bank from the epoch's videos (eval mode) when the warm-up ends."""
+        if bool(self.bank_filled) or epoch + 1 < self.warmup:
+            return
+        was_training = self.training
+        self.eval()
+        for batch in loader:
+            out = self(batch["features"], batch["mask"])
+            self.update_bank(out["bases"], out["base_scores"], batch["labels"])
+        self.bank_filled.fill_(True)
+        self.train(was_training)
+
+    @torch.no_grad()
+    def infer(self, features):
+        """Main and intra-video branches fused 0.6 / 0.4; CAS weighted by the main attention."""
+        self.eval()
+        out = self(features.unsqueeze(0))
+        w, C = self.fusion_weight, self.num_classes
+        video = w * out["o_ca_probs"][0] + (1 - w) * out["m_ca_probs"][0]
+        frame = w * torch.softmax(out["o_frame_logits"][0], -1) + (1 - w) * torch.softmax(out["m_frame_logits"][0], -1)
+        cas = frame * out["o_attention"][0].unsqueeze(-1)
+        return Inference(
+            cas=cas[:, :C].float().cpu().numpy().astype(np.float32),
+            video_scores=video[:C].float().cpu().numpy(),
+            extras={"attention": out["o_attention"][0].float().cpu().numpy(),
+                    "background_score": video[C:].float().cpu().numpy()},
+        )
