@@ -1,0 +1,89 @@
+"""Training and detection stages as the CLI runs them, on synthetic features."""
+import json
+from pathlib import Path
+
+import pytest
+
+from wtal.data.synthetic import write_feature_dataset
+from wtal.pipeline.cli import main
+
+THUMOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "annotations" / "thumos14"
+if not THUMOS.is_dir():
+    THUMOS = Path("/work/shared/data/annotations/thumos14")
+
+SMALL = ["--set", "hidden=32", "--set", "batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("feat")
+    feat, ann = write_feature_dataset(root, num_train=24, num_test=8, dim=32, length=(40, 80), seed=3)
+    return feat, ann
+
+
+def train(tmp, feat, ann, *extra):
+    return main(["train", "--features", str(feat), "--annotations", str(ann), "--out", str(tmp), "--device", "cpu", *extra])
+
+
+def test_same_seed_same_detections(tmp_path, data):
+    feat, ann = data
+    outs = []
+    for name in ("a", "b"):
+        assert train(tmp_path / name, feat, ann, "--model", "ecm", "--epochs", "3", "--seed", "7", *SMALL) == 0
+        det = tmp_path / f"{name}.json"
+        assert main(["detect", "--features", str(feat), "--checkpoint", str(tmp_path / name), "--out", str(det),
+                     "--device", "cpu"]) == 0
+        outs.append(json.loads(det.read_text())["results"])
+    assert outs[0] == outs[1]
+    assert len(outs[0]) == 8  # the validation subset, taken from the run's annotations
+
+
+def test_val_fraction_selects_on_training_videos_only(tmp_path, data):
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "mil", "--epochs", "4", "--val-fraction", "0.25", *SMALL) == 0
+    log = json.loads((tmp_path / "r" / "train_log.json").read_text())
+    assert log["num_val_videos"] == 6 and log["num_train_videos"] == 18
+    assert "carved from 'training'" in log["selection"]
+    fixed = tmp_path / "fixed"
+    assert train(fixed, feat, ann, "--model", "mil", "--epochs", "2", *SMALL) == 0
+    assert json.loads((fixed / "train_log.json").read_text())["selection"].startswith("fixed epoch count")
+
+
+def test_backtal_refuses_to_train_without_clicks(tmp_path, data, capsys):
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "backtal", "--epochs", "1") != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "clicks" in err and not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_backtal_trains_with_simulated_clicks(tmp_path, data):
+    feat, ann = data
+    clicks = tmp_path / "clicks.json"
+    assert main(["clicks", "simulate", "--annotations", str(ann), "--out", str(clicks), "--seed", "1"]) == 0
+    counts = json.loads(clicks.read_text())
+    assert len(counts) == 24 and all(len(v) >= 1 for v in counts.values())
+    assert train(tmp_path / "r", feat, ann, "--model", "backtal", "--epochs", "1", "--clicks", str(clicks), *SMALL) == 0
+    assert (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_several_click_files_need_an_annotator(tmp_path, data, capsys):
+    feat, ann = data
+    files = [str(THUMOS / f"background_clicks_A{i}.csv") for i in (1, 2, 3)]
+    assert train(tmp_path / "r", feat, ann, "--model", "backtal", "--epochs", "1", "--clicks", *files) != 0
+    assert "annotator" in capsys.readouterr().err
+
+
+def test_unknown_setting_is_a_one_line_error(tmp_path, data, capsys):
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "ecm", "--set", "hiden=3") != 0
+    err = capsys.readouterr().err
+    assert "hiden" in err and "hidden" in err
+
+
+def test_detect_rejects_features_of_another_width(tmp_path, data, capsys):
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "mil", "--epochs", "1", *SMALL) == 0
+    other, _ = write_feature_dataset(tmp_path / "other", num_train=2, num_test=2, dim=16)
+    assert main(["detect", "--features", str(other), "--checkpoint", str(tmp_path / "r"), "--out",
+                 str(tmp_path / "d.json"), "--annotations", str(tmp_path / "other" / "annotations.json")]) != 0
+    assert "16-d" in capsys.readouterr().err
