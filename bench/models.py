@@ -12,7 +12,7 @@ of the same run (MIL is always run for that column).
 
 The paper settings (THUMOS14 scale: 2048-wide layers, thousands of iterations at lr 1e-4) do
 not fit a CPU benchmark of 60 short videos, so one budget is shared (BUDGET: epochs, batch size,
-Adam learning rate) and SIZES / SCHEDULES below document every other change per model; the
+Adam learning rate) and PER_MODEL / `schedules` below document every other change per model; the
 script prints the resolved settings. Schedules fixed in epochs or videos in the papers are
 scaled to the same fraction of the budget.
 
@@ -30,13 +30,11 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from wtal.data.synthetic import make_feature_dataset
@@ -49,11 +47,11 @@ BASELINE = "mil"
 # Shared by every model: about 8 optimiser steps per epoch on the 60 training videos. The
 # papers' Adam rates (1e-4, 5e-5) are tuned for thousands of steps; 1e-3 (DGAM's own rate)
 # lets every model converge within the budget. CleanNet trains with SGD (its paper's
-# optimiser) and gets its own rate in SIZES.
+# optimiser) and gets its own rate in PER_MODEL.
 BUDGET = {"lr": 1e-3, "batch_size": 8}
 
 # Width reductions (paper value in the comment) so that the default run fits ~10 CPU minutes.
-SIZES: dict[str, dict[str, Any]] = {
+PER_MODEL: dict[str, dict[str, Any]] = {
     "mil": {"hidden": 64},  # 512
     "ecm": {"hidden": 64},  # 2048
     "basnet": {"hidden": 64, "filter_hidden": 16},  # 2048, 512
@@ -90,16 +88,17 @@ def registered_models() -> list[str]:
 
 
 def model_overrides(name: str, epochs: int, train_videos: int) -> dict[str, Any]:
-    """BUDGET + SIZES + scaled schedule for `name` (only keys the model declares)."""
+    """BUDGET + PER_MODEL + scaled schedule for `name` (only keys the model declares)."""
     cls = get_localizer(name)
     overrides = dict(BUDGET)
-    overrides.update(SIZES.get(name, {}))
+    overrides.update(PER_MODEL.get(name, {}))
     overrides.update(schedules(epochs, train_videos, BUDGET["batch_size"]).get(name, {}))
     split_settings(cls, overrides)  # unknown keys fail here, naming the model
     return overrides
 
 
-def run_once(name: str, seed: int, epochs: int, overrides: dict[str, Any], dataset: dict[str, Any], device: str) -> dict[str, Any]:
+def run_once(name: str, seed: int, epochs: int, overrides: dict[str, Any], dataset: dict[str, Any],
+             device: str) -> dict[str, Any]:
     """Train, detect and evaluate one model with one seed; numbers only."""
     cls = get_localizer(name)
     with tempfile.TemporaryDirectory(prefix=f"bench_{name}_") as workdir:
@@ -170,6 +169,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--json", type=Path, help="write settings, per-seed and summary numbers here")
     args = parser.parse_args()
+    if args.epochs < 1 or not args.seeds:
+        parser.error("--epochs must be >= 1 and --seeds must name at least one seed")
     torch.set_num_threads(1)
 
     available = registered_models()
@@ -195,7 +196,7 @@ def main() -> None:
 
     # one untimed epoch first, so one-time start-up costs do not land in the first timing
     run_once(BASELINE, 0, 1, model_overrides(BASELINE, 1, train_videos), dataset, device)
-    print("per model: overrides as key=value (the model's default in brackets)")
+    print("per model: overrides as key=value (the model's default in parentheses)")
     settings, runs, summary = {}, {}, {}
     for name in names:
         overrides = model_overrides(name, args.epochs, train_videos)
@@ -225,4 +226,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

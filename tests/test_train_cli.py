@@ -87,3 +87,30 @@ def test_detect_rejects_features_of_another_width(tmp_path, data, capsys):
     assert main(["detect", "--features", str(other), "--checkpoint", str(tmp_path / "r"), "--out",
                  str(tmp_path / "d.json"), "--annotations", str(tmp_path / "other" / "annotations.json")]) != 0
     assert "16-d" in capsys.readouterr().err
+
+
+def test_standardize_keeps_training_statistics_for_detection(tmp_path, data):
+    import numpy as np
+    import torch
+
+    from wtal.data.annotations import load_annotations
+    from wtal.data.features import open_features
+    from wtal.models.checkpoint import load_checkpoint
+    from wtal.models.synthetic_check import build_items
+    from wtal.models.train import detect_videos, standardize
+
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "mil", "--epochs", "2", "--standardize", *SMALL) == 0
+    model, payload = load_checkpoint(tmp_path / "r")
+    annotations, features = load_annotations(ann), open_features(feat)
+    train_x = np.concatenate([features.load(v.video_id) for v in annotations.subset("training")])
+    np.testing.assert_allclose(payload["info"]["feature_mean"].numpy(), train_x.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(payload["info"]["feature_std"].numpy(), train_x.std(0), rtol=1e-3, atol=1e-5)
+    det = tmp_path / "d.json"
+    assert main(["detect", "--features", str(feat), "--checkpoint", str(tmp_path / "r"), "--out", str(det)]) == 0
+    items = standardize(build_items(annotations, features, "validation"), payload["info"]["feature_mean"].numpy(),
+                        payload["info"]["feature_std"].numpy())
+    expected, _ = detect_videos(model, items, payload["test_config"], payload["class_names"], features.snippet_seconds,
+                                torch.device("cpu"))
+    got = json.loads(det.read_text())["results"]
+    assert got == json.loads(json.dumps(expected))

@@ -1,7 +1,7 @@
 """Synthetic untrimmed videos with ground-truth action segments (demo and end-to-end tests).
 
 Every video shows a smooth random texture panning slowly (the background). During an action
-instance a textured object appears and moves with its class's motion pattern:
+instance a textured object in its class's tint appears and moves with its class's motion pattern:
 
 - `slide`: left-right sweeps,  - `bounce`: up-down sweeps,  - `spin`: rotation in place,
 - `pulse`: growing and shrinking (only with num_classes >= 4).
@@ -27,9 +27,12 @@ def _texture(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarr
     return (tex * 255).astype(np.float32)
 
 
-def _object_frame(label: str, t: int, length: int, sprite: np.ndarray, mask: np.ndarray, h: int, w: int):
+# Each class's object also has its own tint, so both streams (appearance and motion) carry the class.
+TINTS = ((1.4, 0.75, 0.75), (0.75, 1.4, 0.75), (0.75, 0.75, 1.4), (1.3, 1.3, 0.6))
+
+
+def _object_frame(label: str, t: int, size: int, h: int, w: int) -> np.ndarray:
     """Placement (affine matrix) of the object sprite at instance-relative frame t."""
-    size = sprite.shape[0]
     cx, cy, angle, scale = w / 2, h / 2, 0.0, 1.0
     phase = 2 * np.pi * t / 25.0
     if label == "slide":
@@ -55,7 +58,8 @@ def render_video(path: Path, segments: list[tuple[str, float, float]], duration:
     bg = _texture(rng, h * 2, w * 2, scale=12)
     velocity = rng.uniform(-0.6, 0.6, size=2)
     sprite_size = h // 2
-    sprite = _texture(rng, sprite_size, sprite_size, scale=4) * 0.5 + 120
+    texture = _texture(rng, sprite_size, sprite_size, scale=4) * 0.5 + 100
+    sprites = {label: np.clip(texture * np.array(tint, dtype=np.float32), 0, 255) for label, tint in zip(CLASSES, TINTS)}
     yy, xx = np.mgrid[:sprite_size, :sprite_size]
     mask = (((yy - sprite_size / 2) ** 2 + (xx - sprite_size / 2) ** 2) < (sprite_size / 2.2) ** 2).astype(np.float32)
     n_frames = int(round(duration * fps))
@@ -70,8 +74,8 @@ def render_video(path: Path, segments: list[tuple[str, float, float]], duration:
         frame = bg[oy: oy + h, ox: ox + w].copy()
         for label, start, end in segments:
             if start <= t < end:
-                m = _object_frame(label, i - int(start * fps), int((end - start) * fps), sprite, mask, h, w)
-                obj = cv2.warpAffine(sprite, m, (w, h))
+                m = _object_frame(label, i - int(start * fps), sprite_size, h, w)
+                obj = cv2.warpAffine(sprites[label], m, (w, h))
                 alpha = cv2.warpAffine(mask, m, (w, h))[..., None]
                 frame = frame * (1 - alpha) + obj * alpha
         frame += rng.normal(0, 3, frame.shape)

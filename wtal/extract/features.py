@@ -15,6 +15,7 @@ torch backend never leaves the GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -197,8 +198,6 @@ class Extractor:
         if self.flow_backend == "torch":
             from .tvl1 import tvl1_pairs
 
-            if len(gray) < 2:
-                return torch.zeros((0, *gray.shape[1:], 2), dtype=torch.float32, device=self.device)
             frames = self._to_device(gray).float().unsqueeze(1)
             with torch.inference_mode():
                 flow = tvl1_pairs(frames[:-1], frames[1:], PRESETS[self.settings.flow_preset])
@@ -237,14 +236,15 @@ class Extractor:
         rows: list[np.ndarray] = []
         total = 0
         chunks = iter_frames(path, fps=s.fps, short_side=s.short_side, chunk_size=chunk_size)
-        for chunk in prefetch(chunks):
-            total += len(chunk)
-            if on_frames:
-                on_frames(len(chunk))
-            buffer = chunk if buffer.size == 0 else np.concatenate([buffer, chunk], 0)
-            while len(buffer) > step:
-                rows.append(self._snippets(buffer[:step], buffer[step], self.batch))
-                buffer = buffer[step:]
+        with contextlib.closing(prefetch(chunks)) as stream:  # an error here stops the decoding thread
+            for chunk in stream:
+                total += len(chunk)
+                if on_frames:
+                    on_frames(len(chunk))
+                buffer = chunk if buffer.size == 0 else np.concatenate([buffer, chunk], 0)
+                while len(buffer) > step:
+                    rows.append(self._snippets(buffer[:step], buffer[step], self.batch))
+                    buffer = buffer[step:]
         if total == 0:
             raise DecodeError(f"{path}: no frames decoded")
         full, rest = divmod(len(buffer), SNIPPET_FRAMES)

@@ -15,7 +15,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# Parameter names follow wtal.extract.tvl1 so a preset can be passed to it unchanged.
+# One parameter set per preset; wtal.extract.tvl1 takes them unchanged (its defaults are "default").
 PRESETS: dict = {
     "default": {  # OpenCV's TV-L1 defaults
         "tau": 0.25,

@@ -30,22 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
+from .flow import PRESETS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PARAMS = {
-    "tau": 0.25,
-    "lambda_": 0.15,
-    "theta": 0.3,
-    "nscales": 5,
-    "warps": 5,
-    "epsilon": 0.01,
-    "inner_iterations": 30,
-    "outer_iterations": 10,
-    "scale_step": 0.8,
-    "gamma": 0.0,
-    "median_filtering": 5,
-}
+DEFAULT_PARAMS = PRESETS["default"]
 
 _MIN_SIDE = 16  # OpenCV stops adding pyramid levels below this size.
 

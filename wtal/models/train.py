@@ -32,6 +32,24 @@ class VideoItem:
     clicks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
+def feature_stats(items: list[VideoItem]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation over every snippet of `items`."""
+    count, total, squares = 0, 0.0, 0.0
+    for it in items:
+        x = it.features.astype(np.float64)
+        count += len(x)
+        total = total + x.sum(0)
+        squares = squares + (x * x).sum(0)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def standardize(items: list[VideoItem], mean: np.ndarray, std: np.ndarray) -> list[VideoItem]:
+    """Copies of `items` with z-scored features (statistics from the training videos)."""
+    return [VideoItem(it.video_id, (it.features - mean) / std, it.labels, it.duration, it.clicks) for it in items]
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch so CPU runs repeat exactly."""
     random.seed(seed)

@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
     result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
                          seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
                          train_subset=args.train_subset, snippet_seconds=args.snippet_seconds,
-                         allow_pickle=args.allow_pickle)
+                         allow_pickle=args.allow_pickle, standardize=args.standardize)
     last = result["history"][-1] if result["history"] else {}
     print(f"trained {args.model} on {result['num_train_videos']} videos; final loss {last.get('total', float('nan')):.4f}; "
           f"checkpoint: {result['selection']}; wrote {Path(args.out) / 'checkpoint.pt'}")
@@ -111,7 +111,8 @@ def cmd_run(args) -> int:
                              ray_address=args.ray_address, workers=args.workers)
     status = _report_extract(summary, cache)
     train_stage(cache, args.annotations, args.model, str(out / "run"), clicks=args.clicks, epochs=args.epochs,
-                seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction)
+                seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
+                standardize=args.standardize)
     det = out / "detections.json"
     detect_stage(cache, str(out / "run"), str(det), device=args.device, annotations=args.annotations)
     report = evaluate_files(det, args.annotations)
@@ -205,6 +206,8 @@ def _add_train_options(p: argparse.ArgumentParser, model_required: bool = True) 
     p.add_argument("--epochs", type=int, help="training epochs (default: the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model/training/test setting")
+    p.add_argument("--standardize", action="store_true",
+                   help="z-score each feature dimension with training statistics (kept in the checkpoint)")
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="carve this fraction of training videos for checkpoint selection (default: fixed epochs)")
 

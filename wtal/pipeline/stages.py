@@ -267,15 +267,20 @@ def _items(ann, features, subset: str, clicks: dict | None = None):
 def train_stage(features: str, annotations: str, model: str, out: str, clicks: list[str] | None = None,
                 epochs: int | None = None, seed: int = 0, device: str = "auto", sets: dict[str, str] | None = None,
                 val_fraction: float = 0.0, train_subset: str | None = None, snippet_seconds: float | None = None,
-                annotator: str | None = None, progress: bool = True, allow_pickle: bool = False) -> dict[str, Any]:
-    """Train a localizer and write RUN/checkpoint.pt and RUN/train_log.json."""
+                annotator: str | None = None, progress: bool = True, allow_pickle: bool = False,
+                standardize: bool = False) -> dict[str, Any]:
+    """Train a localizer and write RUN/checkpoint.pt and RUN/train_log.json.
+
+    `standardize` z-scores every feature dimension with statistics of the training videos
+    (saved in the checkpoint and applied again by detection); off by default, as in the papers.
+    """
     import torch
 
     from ..evaluate.metrics import evaluate
     from ..device import resolve_device
     from ..models import get_localizer, split_settings
     from ..models.checkpoint import save_checkpoint
-    from ..models.train import detect_videos, seed_everything, train_localizer
+    from ..models.train import detect_videos, feature_stats, seed_everything, standardize as zscore, train_localizer
 
     feats, ann = _open_inputs(features, annotations, snippet_seconds, allow_pickle)
     default_train, default_eval = ann.default_subsets()
@@ -311,6 +316,11 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
         n_val = max(1, int(round(val_fraction * len(items))))
         val_items = [items[i] for i in order[:n_val]]
         items = [items[i] for i in order[n_val:]]
+    norm = {}
+    if standardize:
+        mean, std = feature_stats(items)
+        items, val_items = zscore(items, mean, std), zscore(val_items, mean, std)
+        norm = {"feature_mean": torch.from_numpy(mean), "feature_std": torch.from_numpy(std)}
     seed_everything(seed)
     net = cls(feats.feature_dim, len(ann.class_names), **hparams)
     total_epochs = int(train_cfg["epochs"] if epochs is None else epochs)
@@ -343,16 +353,27 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     Path(out).mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, net, ann.class_names, train_cfg, test_cfg, feats.snippet_seconds, seed=seed, selection=selection,
                     annotations=str(Path(annotations).resolve()), train_subset=train_subset, eval_subset=default_eval,
-                    epochs=total_epochs, device=str(dev))
+                    epochs=total_epochs, device=str(dev), **norm)
     log_data = {"model": model, "selection": selection, "history": history, "train_config": train_cfg,
                 "test_config": {k: list(v) if isinstance(v, tuple) else v for k, v in test_cfg.items()},
                 "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in hparams.items()},
-                "num_train_videos": len(items), "num_val_videos": len(val_items), "seed": seed}
+                "num_train_videos": len(items), "num_val_videos": len(val_items), "seed": seed,
+                "standardize": standardize}
     (Path(out) / "train_log.json").write_text(json.dumps(log_data, indent=1))
     return log_data
 
 
 # ----------------------------------------------------------------------------- detect
+def checkpoint_items(items: list, payload: dict) -> list:
+    """Apply the feature standardisation a run was trained with (if any) to test videos."""
+    from ..models.train import standardize
+
+    info = payload.get("info", {})
+    if "feature_mean" not in info:
+        return items
+    return standardize(items, info["feature_mean"].numpy(), info["feature_std"].numpy())
+
+
 def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = None, device: str = "auto",
                  annotations: str | None = None, snippet_seconds: float | None = None,
                  sets: dict[str, str] | None = None, allow_pickle: bool = False) -> dict[str, Any]:
@@ -388,6 +409,7 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
         items = _items(ann, feats, subset)
     else:
         items = [VideoItem(vid, feats.load(vid), np.zeros(0), None) for vid in feats.ids()]
+    items = checkpoint_items(items, payload)
     results, _ = detect_videos(net, items, test_cfg, payload["class_names"], feats.snippet_seconds, dev)
     write_detections(out, results, {"used": True, "details": "features + wtal " + payload["model"],
                                     "checkpoint": str(Path(checkpoint).resolve()), "subset": subset,

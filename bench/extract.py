@@ -1,0 +1,279 @@
+"""Benchmark of wtal's feature extraction against a naive loop of the same algorithms.
+
+On the same clips, in the same run, it times (frames per second of decoded 25-fps video):
+  * naive: one process; PyAV decodes one frame at a time (resampled to 25 fps by timestamps),
+    each frame is resized and converted to gray, OpenCV's TV-L1 runs per frame pair, and every
+    16-frame snippet goes through I3D alone (batch 1), rgb then flow. Once with the libraries'
+    default thread counts, as a plain script runs, and once with one thread (the fair baseline
+    of the ratios: on a busy host, two torch threads can be several times slower than one);
+  * wtal Extractor: one process with one torch/OpenCV thread, decode prefetched in a thread,
+    I3D on `--batch` snippets at once (what each Ray worker runs); once more with the batched
+    torch TV-L1 (`--flow torch`) in place of OpenCV's, which changes the flow slightly;
+  * wtal extract_videos: one Ray task per video on `--workers` processes (default: all cores),
+    in steady state: Ray's start and a warm-up round that starts the workers and loads I3D in
+    each are timed and printed but not counted; then again with `--flow torch`.
+The wtal rows with OpenCV's TV-L1 must give the naive loop's features (same weights, same
+algorithms): the largest difference of every row is printed. With a CUDA device (`--device
+cuda`, or `auto` on a GPU machine) it also times the Extractor on the GPU (flow `auto`, i.e.
+batched torch TV-L1) in fp32 and bf16, and the torch TV-L1 alone in flows (frame pairs) per
+second.
+
+Defaults are small so it finishes in a few minutes on 2 cores: four synthetic 2.6 s clips,
+crop 112 and the `fast` flow preset. Real settings, e.g.:
+
+    .venv/bin/python bench/extract.py --videos ../shared/data/videos/mmaction2_demo.mp4 \\
+        --crop-size 224 --preset default --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from wtal.data.synthetic_videos import make_video_dataset
+from wtal.device import resolve_device
+from wtal.extract.features import SNIPPET_FRAMES, ExtractSettings, Extractor
+from wtal.extract.flow import PRESETS
+from wtal.extract.i3d import bf16_is_fast
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def resized_shape(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """Height and width with the shorter side `short_side` (longer side rounded half up), as wtal."""
+    if h <= w:
+        return short_side, max(1, (2 * w * short_side + h) // (2 * h))
+    return max(1, (2 * h * short_side + w) // (2 * w)), short_side
+
+
+def naive_frames(path: str, fps: int, short_side: int):
+    """Resized RGB frames at `fps` by timestamps, decoding and yielding one frame at a time."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        base, rate = stream.time_base, stream.average_rate
+        first, previous, k = None, None, 0
+        for frame in container.decode(stream):
+            t = (frame.pts - first) * base if first is not None else 0
+            if first is None:
+                first = frame.pts
+            if previous is not None:
+                while Fraction(k, fps) < t:  # the previous frame is the latest one at time k / fps
+                    yield previous
+                    k += 1
+            img = frame.to_ndarray(format="rgb24")
+            h, w = resized_shape(*img.shape[:2], short_side)
+            previous = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            last_t = t
+        while Fraction(k, fps) < last_t + 1 / Fraction(rate):
+            yield previous
+            k += 1
+
+
+def naive_extract(path: str, settings: ExtractSettings, rgb_net, flow_net) -> tuple[np.ndarray, int]:
+    """The plain loop: per-pair OpenCV TV-L1, I3D one snippet at a time. Returns (features, frames)."""
+    p = PRESETS[settings.flow_preset]
+    # "innnerIterations" (sic) is the keyword OpenCV's binding exposes
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(
+        tau=p["tau"], lambda_=p["lambda_"], theta=p["theta"], nscales=p["nscales"], warps=p["warps"],
+        epsilon=p["epsilon"], innnerIterations=p["inner_iterations"], outerIterations=p["outer_iterations"],
+        scaleStep=p["scale_step"], gamma=p["gamma"], medianFiltering=p["median_filtering"])
+    size = settings.crop_size
+
+    def crop(a):
+        top, left = (a.shape[0] - size) // 2, (a.shape[1] - size) // 2
+        return a[top:top + size, left:left + size]
+
+    def snippet(frames, flows):
+        rgb = np.stack([crop(f) for f in frames]).astype(np.float32) / 127.5 - 1.0
+        flow = np.clip(np.stack([crop(f) for f in flows]), -20, 20) / 20.0
+        with torch.inference_mode():
+            a = rgb_net(torch.from_numpy(rgb.transpose(3, 0, 1, 2)[None]).contiguous())
+            b = flow_net(torch.from_numpy(flow.astype(np.float32).transpose(3, 0, 1, 2)[None]).contiguous())
+        return np.concatenate([a.numpy(), b.numpy()], 1)
+
+    rows, frames, flows, prev_gray, count = [], [], [], None, 0
+    for img in naive_frames(path, int(settings.fps), settings.short_side):
+        count += 1
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        if prev_gray is not None:
+            flows.append(tvl1.calc(prev_gray, gray, None))
+        prev_gray = gray
+        if len(flows) == SNIPPET_FRAMES:  # 16 frames and the flow of the 16th, which needs the 17th
+            rows.append(snippet(frames[:SNIPPET_FRAMES], flows))
+            frames, flows = frames[SNIPPET_FRAMES:], []
+        frames.append(img)
+    if len(frames) == SNIPPET_FRAMES:  # the last frame has no successor: repeat the previous flow
+        rows.append(snippet(frames, flows + flows[-1:]))
+    return np.concatenate(rows, 0), count
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def row(name: str, frames: int, seconds: float, base: float | None = None, note: str = "") -> float:
+    rate = frames / seconds
+    ratio = f"{rate / base:6.2f}x" if base else "      "
+    print(f"{name:46} {frames:6d} frames {seconds:8.1f} s {rate:8.2f} frames/s {ratio}  {note}", flush=True)
+    return rate
+
+
+def naive_row(name: str, clips: list[str], settings: ExtractSettings, nets, base: float | None = None):
+    """Run the naive loop over all clips; returns (frames/s, features by clip)."""
+    out, frames, seconds = {}, 0, 0.0
+    for clip in clips:
+        (out[clip], n), s = timed(lambda: naive_extract(clip, settings, *nets))
+        frames, seconds = frames + n, seconds + s
+    note = f"torch {torch.get_num_threads()} threads, OpenCV {cv2.getNumThreads()} threads"
+    return row(name, frames, seconds, base, note), out
+
+
+def ray_extract(clips: list[str], settings: ExtractSettings, batch: int, workers: int):
+    """extract_videos into a throwaway cache; returns (summary, seconds, features by clip)."""
+    from wtal.extract.cache import FeatureCache
+    from wtal.pipeline.stages import extract_videos
+
+    with tempfile.TemporaryDirectory(prefix="wtal-bench-cache-") as cache:
+        summary, seconds = timed(lambda: extract_videos(clips, cache, settings, device="cpu", batch=batch,
+                                                        workers=workers, progress=False))
+        if summary.failed:
+            raise SystemExit(f"extraction failed: {summary.failed[0]['reason']}")
+        store = FeatureCache(cache)
+        out = {r["source"]: store.load(r["key"]) for r in summary.records}
+    return summary, seconds, out
+
+
+def cpu_comparison(clips: list[str], warmup_clips: list[str], settings: ExtractSettings, batch: int,
+                   workers: int) -> None:
+    from wtal.pipeline.runtime import init_ray
+
+    reference = Extractor(settings, device="cpu", batch=batch)
+    nets = (reference.rgb, reference.flow)
+    with torch.inference_mode():  # first-call set-up of the convolutions, not timed
+        reference.rgb(torch.zeros(1, 3, SNIPPET_FRAMES, settings.crop_size, settings.crop_size))
+    print(f"\nCPU: {len(clips)} clips, crop {settings.crop_size}, flow preset {settings.flow_preset} (OpenCV TV-L1 in "
+          f"every row), wtal batch {batch} snippets, {workers} Ray workers; ratios against the 1-thread naive loop")
+    _, naive_out = naive_row("naive loop, library threads", clips, settings, nets)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    base, _ = naive_row("naive loop, 1 thread", clips, settings, nets)
+
+    counted, diff, seconds = [], 0.0, 0.0
+    for clip in clips:
+        out, s = timed(lambda: reference.extract(clip, on_frames=counted.append))
+        seconds += s
+        diff = max(diff, float(np.abs(out - naive_out[clip]).max()))
+    row("wtal Extractor, 1 process", sum(counted), seconds, base, note=f"1 thread; max |diff| vs naive {diff:.1e}")
+    torch_flow = Extractor(replace(settings, flow="torch"), device="cpu", batch=batch)
+    counted, diff, seconds = [], 0.0, 0.0
+    for clip in clips:
+        out, s = timed(lambda: torch_flow.extract(clip, on_frames=counted.append))
+        seconds += s
+        diff = max(diff, float(np.abs(out - naive_out[clip]).max()))
+    row("wtal Extractor, 1 process, --flow torch", sum(counted), seconds, base,
+        note=f"batched torch TV-L1 instead of OpenCV's; max |diff| vs naive {diff:.1e}")
+
+    ray, ray_seconds = timed(lambda: init_ray(None, workers))
+    warm, warm_seconds, _ = ray_extract(warmup_clips, settings, batch, workers)
+    summary, seconds, out = ray_extract(clips, settings, batch, workers)
+    diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
+    row(f"wtal extract_videos, Ray x{workers}", summary.frames, seconds, base,
+        note=f"max |diff| vs naive {diff:.1e}; workers warm (Ray start {ray_seconds:.0f} s and a "
+             f"{len(warm.records)}-clip warm-up {warm_seconds:.0f} s not counted)")
+    ray_extract(warmup_clips, replace(settings, flow="torch"), batch, workers)
+    summary, seconds, out = ray_extract(clips, replace(settings, flow="torch"), batch, workers)
+    diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
+    row(f"wtal extract_videos, Ray x{workers}, --flow torch", summary.frames, seconds, base,
+        note=f"max |diff| vs naive {diff:.1e}; workers warm")
+    ray.shutdown()
+
+
+def gpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, device: torch.device) -> None:
+    from wtal.extract.tvl1 import tvl1_pairs
+
+    print(f"\n{device} ({torch.cuda.get_device_name(device)}): flow auto (torch TV-L1), batch {batch} snippets")
+    for precision in ("fp32", "bf16"):
+        if precision == "bf16" and not bf16_is_fast(device):
+            print(f"{'Extractor bf16':46} skipped: no native bf16 on this device")
+            continue
+        ex = Extractor(replace(settings, flow="auto", precision=precision), device=str(device), batch=batch)
+        ex.extract(clips[0])  # warm-up: CUDA context, kernels, pinned buffers
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        counted, seconds = [], 0.0
+        for clip in clips:
+            _, s = timed(lambda: ex.extract(clip, on_frames=counted.append))
+            seconds += s
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        row(f"Extractor {precision} on {device.type}", sum(counted), seconds, note=f"peak GPU memory {peak:.2f} GiB")
+        del ex
+    from wtal.extract.decode import iter_frames, to_gray
+
+    frames = to_gray(next(iter_frames(clips[0], fps=settings.fps, short_side=settings.short_side,
+                                      chunk_size=batch * SNIPPET_FRAMES + 1)))
+    x = torch.from_numpy(frames).to(device).float().unsqueeze(1)
+    params = PRESETS[settings.flow_preset]
+    tvl1_pairs(x[:2], x[1:3], params)  # warm-up
+    torch.cuda.synchronize(device)
+    _, seconds = timed(lambda: (tvl1_pairs(x[:-1], x[1:], params), torch.cuda.synchronize(device)))
+    pairs = len(frames) - 1
+    print(f"{'torch TV-L1 alone':46} {pairs:6d} pairs  {seconds:8.2f} s {pairs / seconds:8.2f} flows/s   "
+          f"{frames.shape[1]}x{frames.shape[2]}, preset {settings.flow_preset}, one batch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", nargs="+", help="clips to use (default: synthetic clips)")
+    parser.add_argument("--clips", type=int, default=4, help="number of synthetic clips")
+    parser.add_argument("--duration", type=float, default=2.6, help="seconds per synthetic clip")
+    parser.add_argument("--crop-size", type=int, default=112)
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument("--batch", type=int, default=8, help="snippets per chunk (I3D batch) on CPU")
+    parser.add_argument("--gpu-batch", type=int, default=32, help="snippets per chunk (I3D batch) on CUDA")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray workers")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto: cuda adds the GPU rows")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    settings = ExtractSettings(crop_size=args.crop_size, flow="opencv-cpu", flow_preset=args.preset)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}, OpenCV {cv2.__version__}; "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    h = int(round(args.crop_size * 256 / 224))  # synthetic clips are made at the resized size
+    with tempfile.TemporaryDirectory(prefix="wtal-bench-videos-") as tmp:
+        if args.videos:
+            clips = [str(Path(v).resolve()) for v in args.videos]
+        else:
+            video_dir, _ = make_video_dataset(tmp, num_classes=3, num_train=args.clips, num_test=0,
+                                              duration=(args.duration, args.duration), seed=0,
+                                              size=(h, int(round(h * 4 / 3))))
+            clips = sorted(str(p) for p in video_dir.glob("*.mp4"))
+        warmup_dir, _ = make_video_dataset(Path(tmp) / "warmup", num_classes=1, num_train=args.workers, num_test=0,
+                                           duration=(0.8, 0.8), seed=1, size=(h, int(round(h * 4 / 3))))
+        warmup_clips = sorted(str(p) for p in warmup_dir.glob("*.mp4"))
+        cpu_comparison(clips, warmup_clips, settings, args.batch, args.workers)
+        if device.type == "cuda":
+            gpu_comparison(clips, settings, args.gpu_batch, device)
+
+
+if __name__ == "__main__":
+    main()
