@@ -2,44 +2,25 @@
 training, synthetic mAP, checkpoints."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
-from wtal.data.synthetic import make_feature_dataset
 from wtal.models import get_localizer, split_settings
-from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.cleannet import CleanNet, contrast_scores, evaluate_proposals, region_mean, signed_edgeness
-from wtal.models.train import VideoItem, detect_videos, train_localizer
+from wtal.models.train import train_localizer
+
+from helpers import (
+    assert_beats_trivial, assert_reload_identical, padded_and_alone, synthetic_run_fixture, tiny_batch, tiny_items,
+)
 
 FAST = {"lr": 1e-2, "lr_step_videos": 10 ** 9}
 
 
-def _batch(lengths, D, C, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    L = max(lengths)
-    feats = torch.randn(len(lengths), L, D, generator=g)
-    mask = torch.arange(L)[None] < torch.tensor(lengths)[:, None]
-    feats = feats * mask[..., None]
-    labels = torch.zeros(len(lengths), C)
-    for b in range(len(lengths)):
-        labels[b, b % C] = 1
-    return {"features": feats, "mask": mask, "labels": labels, "video_ids": [f"v{b}" for b in range(len(lengths))]}
-
-
-def _tiny_items(n=8, dim=48, seed=1):
-    feats, ann = make_feature_dataset(num_classes=3, num_train=n, num_test=1, dim=dim, length=(30, 60), seed=seed)
-    classes = ["action_0", "action_1", "action_2"]
-    items = []
-    for vid, x in feats.items():
-        entry = ann["database"][vid]
-        if entry["subset"] != "training":
-            continue
-        labels = np.zeros(3, dtype=np.float32)
-        for a in entry["annotations"]:
-            labels[classes.index(a["label"])] = 1
-        items.append(VideoItem(vid, x, labels, entry["duration"]))
-    return items
+_batch = partial(tiny_batch, label_offsets=(0,), video_ids=True)
+_tiny_items = partial(tiny_items, n=8, dim=48, seed=1, length=(30, 60))
 
 
 def _steps(T, spans):
@@ -205,11 +186,7 @@ def test_padding_does_not_change_outputs():
     torch.manual_seed(0)
     model = CleanNet(16, 4, hidden=12).eval()
     batch = _batch([5, 11], 16, 4, seed=3)
-    garbage = batch["features"].clone()
-    garbage[0, 5:] = 100.0
-    with torch.no_grad():
-        padded = model(garbage, batch["mask"])
-        alone = model(batch["features"][:1, :5])
+    padded, alone = padded_and_alone(model, batch, 5)
     for key in ("scp_logits", "sap_logits", "confidence", "starts", "ends"):
         assert torch.allclose(padded[key][0, :5], alone[key][0], atol=1e-5), key
     assert torch.allclose(padded["video_scores"][0], alone["video_scores"][0], atol=1e-6)
@@ -252,7 +229,7 @@ def test_any_feature_width(dim):
 
 def test_training_lowers_every_term_and_repeats():
     torch.set_num_threads(1)
-    items = _tiny_items()
+    items, _ = _tiny_items()
     cfg = {**CleanNet.train_defaults, **FAST, "batch_size": 4, "epochs": 30}  # 60 steps
 
     def run():
@@ -267,34 +244,16 @@ def test_training_lowers_every_term_and_repeats():
         assert first[key] > 0 and last[key] < 0.9 * first[key], (key, first[key], last[key])
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    from wtal.models.synthetic_check import run_synthetic
-
-    torch.set_num_threads(1)
-    overrides = {**FAST, "hidden": 32, "batch_size": 8, "loc_start_epoch": 4, "joint_start_epoch": 8}
-    return run_synthetic("cleannet", tmp_path_factory.mktemp("cleannet_synth"), overrides=overrides, seed=0, epochs=12)
+synthetic_run = synthetic_run_fixture(
+    "cleannet", {**FAST, "hidden": 32, "batch_size": 8, "loc_start_epoch": 4, "joint_start_epoch": 8}, epochs=12)
 
 
 @pytest.mark.slow
 def test_beats_trivial_detector(synthetic_run):
-    report, trivial = synthetic_run["report"], synthetic_run["trivial"]
-    assert report.mAP[4] > trivial.mAP[4] + 0.5, (report.mAP, trivial.mAP)
-    assert report.average_mAP > trivial.average_mAP + 0.5, (report.average_mAP, trivial.average_mAP)
-    history = synthetic_run["history"]
-    assert history[-1]["cls"] < history[0]["cls"]
+    assert_beats_trivial(synthetic_run, 0.5, falling="cls")
 
 
 @pytest.mark.slow
 def test_checkpoint_reload_gives_identical_detections(synthetic_run, tmp_path):
-    model, cfg = synthetic_run["model"], synthetic_run["test_config"]
-    ann, features = synthetic_run["annotations"], synthetic_run["features"]
-    items = synthetic_run["test_items"][:8]
-    save_checkpoint(tmp_path / "run", model, ann.class_names, {}, cfg, features.snippet_seconds)
-    loaded, payload = load_checkpoint(tmp_path / "run", "cpu")
+    loaded, _ = assert_reload_identical(synthetic_run, tmp_path / "run")
     assert isinstance(loaded, CleanNet) and loaded.hidden == 32 and loaded.anchors == (1, 2, 4, 8, 16, 32)
-    dev = torch.device("cpu")
-    before, _ = detect_videos(model, items, cfg, ann.class_names, features.snippet_seconds, dev)
-    after, _ = detect_videos(loaded, items, payload["test_config"], ann.class_names, features.snippet_seconds, dev)
-    assert before == after
-    assert sum(len(v) for v in before.values()) > 0

@@ -4,47 +4,27 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from wtal.data.synthetic import make_feature_dataset
 from wtal.models import get_localizer, split_settings
-from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.dgam import DGAM, dgam_segment_proposals, gaussian_smooth, upsample
-from wtal.models.train import VideoItem, detect_videos, train_localizer
+from wtal.models.train import train_localizer
 from wtal.postprocess.proposals import Proposal
+
+from helpers import (
+    assert_beats_trivial, assert_reload_identical, junk_padding, padded_and_alone, synthetic_run_fixture, tiny_batch,
+    tiny_items,
+)
 
 SMALL = {"attention_hidden": 32, "latent_dim": 16, "cvae_hidden": 32}
 
 
-def _batch(lengths, D, C, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    L = max(lengths)
-    feats = torch.randn(len(lengths), L, D, generator=g)
-    mask = torch.arange(L)[None] < torch.tensor(lengths)[:, None]
-    feats = feats * mask[..., None]
-    labels = torch.zeros(len(lengths), C)
-    for b in range(len(lengths)):
-        labels[b, b % C] = 1
-        labels[b, (b + 2) % C] = 1
-    return {"features": feats, "mask": mask, "labels": labels, "video_ids": [f"v{b}" for b in range(len(lengths))]}
-
-
-def _tiny_items(n=8, dim=48, seed=1):
-    feats, ann = make_feature_dataset(num_classes=3, num_train=n, num_test=1, dim=dim, length=(30, 60), seed=seed)
-    classes = ["action_0", "action_1", "action_2"]
-    items = []
-    for vid, x in feats.items():
-        entry = ann["database"][vid]
-        if entry["subset"] != "training":
-            continue
-        labels = np.zeros(3, dtype=np.float32)
-        for a in entry["annotations"]:
-            labels[classes.index(a["label"])] = 1
-        items.append(VideoItem(vid, x, labels, entry["duration"]))
-    return items
+_batch = partial(tiny_batch, video_ids=True)
+_tiny_items = partial(tiny_items, n=8, dim=48, seed=1, length=(30, 60))
 
 
 def test_registered_with_paper_defaults():
@@ -171,15 +151,12 @@ def test_padding_does_not_change_outputs():
     torch.manual_seed(0)
     model = DGAM(16, 4, **SMALL).eval()
     batch = _batch([5, 11], 16, 4, seed=3)
-    garbage = batch["features"].clone()
-    garbage[0, 5:] = 100.0
+    padded, alone = padded_and_alone(model, batch, 5)
+    for key in ("fg_logits", "bg_logits"):
+        assert torch.allclose(padded[key][0], alone[key][0], atol=1e-5), key
+    assert torch.allclose(padded["attention"][0, :, :5], alone["attention"][0], atol=1e-6)
     with torch.no_grad():
-        padded = model(garbage, batch["mask"])
-        alone = model(batch["features"][:1, :5])
-        for key in ("fg_logits", "bg_logits"):
-            assert torch.allclose(padded[key][0], alone[key][0], atol=1e-5), key
-        assert torch.allclose(padded["attention"][0, :, :5], alone["attention"][0], atol=1e-6)
-        both = model.attention_losses({**batch, "features": garbage}, 0)
+        both = model.attention_losses({**batch, "features": junk_padding(batch["features"], 5)}, 0)
         singles = [model.attention_losses({"features": batch["features"][b:b + 1, :n], "mask": batch["mask"][b:b + 1, :n],
                                            "labels": batch["labels"][b:b + 1]}, 0) for b, n in ((0, 5), (1, 11))]
     for key in ("fg", "bg", "guide"):
@@ -250,7 +227,7 @@ def _train(items, epochs=10, **hp):
 
 def test_training_lowers_every_term_and_repeats():
     torch.set_num_threads(1)
-    items = _tiny_items()
+    items, _ = _tiny_items()
     history = _train(items)
     assert history == _train(items)  # identical floats on CPU with the same seed
     first, last = history[0], history[-1]
@@ -295,35 +272,17 @@ def test_guide_loss_pulls_attention_to_a_confident_tcam():
     assert values[-1] < floor + 0.25 * (values[0] - floor), (floor, values)
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    from wtal.models.synthetic_check import run_synthetic
-
-    torch.set_num_threads(1)
-    overrides = {"attention_hidden": 64, "latent_dim": 32, "cvae_hidden": 64, "warmup_epochs": 5, "batch_size": 8}
-    return run_synthetic("dgam", tmp_path_factory.mktemp("dgam_synth"), overrides=overrides, seed=0, epochs=16)
+synthetic_run = synthetic_run_fixture(
+    "dgam", {"attention_hidden": 64, "latent_dim": 32, "cvae_hidden": 64, "warmup_epochs": 5, "batch_size": 8}, epochs=16)
 
 
 @pytest.mark.slow
 def test_beats_trivial_detector(synthetic_run):
-    report, trivial = synthetic_run["report"], synthetic_run["trivial"]
-    assert report.mAP[4] > trivial.mAP[4] + 0.25, (report.mAP, trivial.mAP)
-    assert report.average_mAP > trivial.average_mAP + 0.25, (report.average_mAP, trivial.average_mAP)
-    history = synthetic_run["history"]
-    assert history[-1]["attention_total"] < history[0]["attention_total"]
+    assert_beats_trivial(synthetic_run, 0.25, falling="attention_total")
 
 
 @pytest.mark.slow
 def test_checkpoint_reload_gives_identical_detections(synthetic_run, tmp_path):
-    model, cfg = synthetic_run["model"], synthetic_run["test_config"]
-    ann, features = synthetic_run["annotations"], synthetic_run["features"]
-    items = synthetic_run["test_items"][:8]
-    save_checkpoint(tmp_path / "run", model, ann.class_names, {}, cfg, features.snippet_seconds)
-    loaded, payload = load_checkpoint(tmp_path / "run", "cpu")
+    loaded, detections = assert_reload_identical(synthetic_run, tmp_path / "run")
     assert isinstance(loaded, DGAM) and loaded.latent_dim == 32 and loaded.recon_weights == (0.5, 0.3)
-    dev = torch.device("cpu")
-    before, _ = detect_videos(model, items, cfg, ann.class_names, features.snippet_seconds, dev)
-    after, _ = detect_videos(loaded, items, payload["test_config"], ann.class_names, features.snippet_seconds, dev)
-    assert before == after
-    assert sum(len(v) for v in before.values()) > 0
-    assert not math.isnan(sum(r["score"] for v in before.values() for r in v))
+    assert not math.isnan(sum(r["score"] for v in detections.values() for r in v))

@@ -7,39 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from wtal.data.synthetic import make_feature_dataset
 from wtal.models import get_localizer, split_settings
-from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.ecm import ECM, fold_aggregate
-from wtal.models.train import VideoItem, collate, detect_videos, train_localizer
+from wtal.models.train import collate, train_localizer
 
-
-def _batch(lengths, D, C, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    L = max(lengths)
-    feats = torch.randn(len(lengths), L, D, generator=g)
-    mask = torch.arange(L)[None] < torch.tensor(lengths)[:, None]
-    feats = feats * mask[..., None]
-    labels = torch.zeros(len(lengths), C)
-    for b in range(len(lengths)):
-        labels[b, b % C] = 1
-        labels[b, (b + 2) % C] = 1
-    return {"features": feats, "mask": mask, "labels": labels}
-
-
-def _tiny_items(n=16, dim=24, seed=0):
-    feats, ann = make_feature_dataset(num_classes=3, num_train=n, num_test=1, dim=dim, length=(20, 40), seed=seed)
-    classes = ["action_0", "action_1", "action_2"]
-    items = []
-    for vid, x in feats.items():
-        entry = ann["database"][vid]
-        if entry["subset"] != "training":
-            continue
-        labels = np.zeros(3, dtype=np.float32)
-        for a in entry["annotations"]:
-            labels[classes.index(a["label"])] = 1
-        items.append(VideoItem(vid, x, labels, entry["duration"]))
-    return items, classes
+from helpers import (
+    assert_beats_trivial, assert_reload_identical, padded_and_alone, synthetic_run_fixture, tiny_batch, tiny_items,
+)
 
 
 def test_registered_with_paper_defaults():
@@ -85,7 +59,7 @@ def test_a2c_loss_hand_worked():
 def test_shapes_losses_and_total():
     torch.manual_seed(0)
     model = ECM(48, 5, hidden=32)
-    batch = _batch([7, 12], 48, 5)
+    batch = tiny_batch([7, 12], 48, 5)
     out = model(batch["features"], batch["mask"])
     assert out["cas"].shape == (2, 12, 5) and out["weights"].shape == (2, 12, 5)
     for key in ("video_logits", "post_logits", "background_logits"):
@@ -104,12 +78,8 @@ def test_shapes_losses_and_total():
 def test_padding_does_not_change_outputs():
     torch.manual_seed(0)
     model = ECM(16, 4, hidden=24).eval()
-    batch = _batch([5, 11], 16, 4, seed=3)
-    garbage = batch["features"].clone()
-    garbage[0, 5:] = 100.0  # whatever sits in padded slots must not matter
-    with torch.no_grad():
-        padded = model(garbage, batch["mask"])
-        alone = model(batch["features"][:1, :5])
+    batch = tiny_batch([5, 11], 16, 4, seed=3)
+    padded, alone = padded_and_alone(model, batch, 5)
     assert torch.allclose(padded["cas"][0, :5], alone["cas"][0], atol=1e-5)
     for key in ("video_logits", "post_logits", "background_logits"):
         assert torch.allclose(padded[key][0], alone[key][0], atol=1e-5), key
@@ -119,7 +89,7 @@ def test_padding_does_not_change_outputs():
 def test_very_short_videos(lengths):
     torch.manual_seed(0)
     model = ECM(8, 3, hidden=16)
-    batch = _batch(lengths, 8, 3)
+    batch = tiny_batch(lengths, 8, 3)
     losses = model.compute_losses(batch, 0)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
@@ -132,7 +102,7 @@ def test_very_short_videos(lengths):
 def test_any_feature_width(dim):
     torch.manual_seed(0)
     model = ECM(dim, 4, hidden=8)
-    losses = model.compute_losses(_batch([6, 10], dim, 4), 0)
+    losses = model.compute_losses(tiny_batch([6, 10], dim, 4), 0)
     assert torch.isfinite(losses["total"])
     assert model.infer(torch.randn(13, dim)).cas.shape == (13, 4)
 
@@ -152,7 +122,7 @@ def test_infer_normalises_clipped_cas():
 
 def test_training_lowers_losses_and_repeats():
     torch.set_num_threads(1)
-    items, _ = _tiny_items()
+    items, _ = tiny_items()
     cfg = {"lr": 1e-2, "weight_decay": 5e-4, "batch_size": 4, "epochs": 10, "max_len": 750}  # 40 steps
 
     def run():
@@ -183,34 +153,15 @@ def test_training_lowers_losses_and_repeats():
     assert values[-1] < 0.5 * values[0], values
 
 
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    from wtal.models.synthetic_check import run_synthetic
-
-    torch.set_num_threads(1)
-    return run_synthetic("ecm", tmp_path_factory.mktemp("ecm_synth"), overrides={"hidden": 64, "batch_size": 8},
-                         seed=0, epochs=20)
+synthetic_run = synthetic_run_fixture("ecm", {"hidden": 64, "batch_size": 8}, epochs=20)
 
 
 @pytest.mark.slow
 def test_beats_trivial_detector(synthetic_run):
-    report, trivial = synthetic_run["report"], synthetic_run["trivial"]
-    assert report.mAP[4] > trivial.mAP[4] + 0.3, (report.mAP, trivial.mAP)
-    assert report.average_mAP > trivial.average_mAP + 0.3, (report.average_mAP, trivial.average_mAP)
-    history = synthetic_run["history"]
-    assert history[-1]["total"] < history[0]["total"]
+    assert_beats_trivial(synthetic_run, 0.3, falling="total")
 
 
 @pytest.mark.slow
 def test_checkpoint_reload_gives_identical_detections(synthetic_run, tmp_path):
-    model, cfg = synthetic_run["model"], synthetic_run["test_config"]
-    ann, features = synthetic_run["annotations"], synthetic_run["features"]
-    items = synthetic_run["test_items"][:8]
-    save_checkpoint(tmp_path / "run", model, ann.class_names, {}, cfg, features.snippet_seconds)
-    loaded, payload = load_checkpoint(tmp_path / "run", "cpu")
+    loaded, _ = assert_reload_identical(synthetic_run, tmp_path / "run")
     assert isinstance(loaded, ECM) and loaded.hidden == 64
-    dev = torch.device("cpu")
-    before, _ = detect_videos(model, items, cfg, ann.class_names, features.snippet_seconds, dev)
-    after, _ = detect_videos(loaded, items, payload["test_config"], ann.class_names, features.snippet_seconds, dev)
-    assert before == after
-    assert sum(len(v) for v in before.values()) > 0
