@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..postprocess.proposals import minmax_normalise
 from .base import Inference, Localizer, register, topk_count, topk_mean, video_label_loss
 
 
@@ -76,12 +77,9 @@ def local_affinity(embedding: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def relu_minmax(cas: np.ndarray) -> np.ndarray:
-    """Per-class min-max over time with min and max clipped at zero (BaS-Net's `minmax_norm`),
-    then clipped to [0, 1]: snippets with negative activation stay below every threshold."""
-    lo = np.maximum(cas.min(axis=0, keepdims=True), 0.0)
-    hi = np.maximum(cas.max(axis=0, keepdims=True), 0.0)
-    delta = np.where(hi - lo > 0, hi - lo, 1.0)
-    return np.clip((cas - lo) / delta, 0.0, 1.0)
+    """Per-class min-max over time of the CAS clipped at zero (BaS-Net's `minmax_norm`):
+    snippets with negative activation stay below every threshold."""
+    return minmax_normalise(np.maximum(cas, 0.0), axis=0)
 
 
 class CASModule(nn.Module):

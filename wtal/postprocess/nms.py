@@ -3,12 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def segment_iou(segment: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """tIoU of one [start, end] against (N, 2) segments, continuous coordinates without +1."""
-    inter = np.clip(np.minimum(segment[1], segments[:, 1]) - np.maximum(segment[0], segments[:, 0]), 0, None)
-    union = (segment[1] - segment[0]) + (segments[:, 1] - segments[:, 0]) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+from ..evaluate.metrics import tiou as segment_iou
 
 
 def nms(segments: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
