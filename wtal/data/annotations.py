@@ -252,24 +252,18 @@ def _load_wtalc(folder: Path, allow_pickle: bool) -> AnnotationSet:
     for file, array in (("subset.npy", subsets), ("segments.npy", segments), ("labels.npy", labels)):
         if len(array) != n:
             raise _fail(folder / file, "length", f"{len(array)} entries, videoname.npy has {n}")
-    durations: list[float | None] = [None] * n
-    if (folder / "duration.npy").is_file():
-        raw = _load_npy(folder / "duration.npy", allow_pickle).reshape(-1)
+
+    def optional_column(file: str) -> list[float | None]:
+        """Per-video non-negative numbers of an optional .npy column (None when absent)."""
+        if not (folder / file).is_file():
+            return [None] * n
+        raw = _load_npy(folder / file, allow_pickle).reshape(-1)
         if len(raw) != n:
-            raise _fail(folder / "duration.npy", "length", f"{len(raw)} entries, expected {n}")
-        durations = [
-            _optional_nonnegative(d, folder / "duration.npy", f"[{i}] ({names[i]})")
-            for i, d in enumerate(raw)
-        ]
-    fps: list[float | None] = [None] * n
-    if (folder / "original_fps.npy").is_file():
-        raw = _load_npy(folder / "original_fps.npy", allow_pickle).reshape(-1)
-        if len(raw) != n:
-            raise _fail(folder / "original_fps.npy", "length", f"{len(raw)} entries, expected {n}")
-        fps = [
-            _optional_nonnegative(f, folder / "original_fps.npy", f"[{i}] ({names[i]})")
-            for i, f in enumerate(raw)
-        ]
+            raise _fail(folder / file, "length", f"{len(raw)} entries, expected {n}")
+        return [_optional_nonnegative(v, folder / file, f"[{i}] ({names[i]})") for i, v in enumerate(raw)]
+
+    durations = optional_column("duration.npy")
+    fps = optional_column("original_fps.npy")
     videos: dict[str, VideoAnnotation] = {}
     for i, video_id in enumerate(names):
         if video_id in videos:

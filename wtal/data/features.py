@@ -277,15 +277,19 @@ def _read_video_names(source: Path, allow_pickle: bool) -> list[str]:
     file = source / "videoname.npy" if source.is_dir() else source
     if not file.is_file():
         raise FeatureError(f"{file}: no such file (video_names must name a W-TALC annotation folder or its videoname.npy)")
+    return [_decode(v) for v in np.asarray(_load_pickled(file, allow_pickle)).ravel()]
+
+
+def _load_pickled(path: Path, allow_pickle: bool):
+    """np.load of a possibly pickled .npy, refusing pickles unless allowed; errors name the file."""
     try:
-        names = np.load(file, allow_pickle=allow_pickle)
+        return np.load(path, allow_pickle=allow_pickle)
     except ValueError as exc:
         if not allow_pickle and "allow_pickle" in str(exc):
-            raise FeatureError(f"{file}: field 'format': {PICKLE_REFUSAL}") from None
-        raise FeatureError(f"{file}: field 'format': unreadable .npy ({exc})") from None
-    except Exception as exc:
-        raise FeatureError(f"{file}: field 'format': unreadable .npy ({exc})") from None
-    return [_decode(v) for v in np.asarray(names).ravel()]
+            raise FeatureError(f"{path}: field 'format': {PICKLE_REFUSAL}") from None
+        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
+    except Exception as exc:  # truncated pickles raise EOFError, UnpicklingError, ...
+        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
 
 
 def _default_names_file(path: Path) -> Path | None:
@@ -315,14 +319,7 @@ def _open_wtalc(path: Path, seconds: float, allow_pickle: bool, video_names) -> 
             )
         names = _read_video_names(found, allow_pickle)
         names_from = str(found)
-    try:
-        arrays = np.load(path, allow_pickle=allow_pickle)
-    except ValueError as exc:
-        if not allow_pickle and "allow_pickle" in str(exc):
-            raise FeatureError(f"{path}: field 'format': {PICKLE_REFUSAL}") from None
-        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
-    except Exception as exc:  # truncated pickles raise EOFError, UnpicklingError, ...
-        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
+    arrays = _load_pickled(path, allow_pickle)
     if not isinstance(arrays, np.ndarray) or not (arrays.dtype == object and arrays.ndim == 1 or arrays.ndim == 3):
         shape = getattr(arrays, "shape", None)
         raise FeatureError(
