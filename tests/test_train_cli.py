@@ -96,7 +96,7 @@ def test_standardize_keeps_training_statistics_for_detection(tmp_path, data):
     from wtal.data.annotations import load_annotations
     from wtal.data.features import open_features
     from wtal.models.checkpoint import load_checkpoint
-    from wtal.models.synthetic_check import build_items
+    from wtal.models.train import build_items
     from wtal.models.train import detect_videos, standardize
 
     feat, ann = data

@@ -9,27 +9,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..data.annotations import AnnotationSet, load_annotations
+from ..data.annotations import load_annotations
 from ..data.synthetic import write_feature_dataset
 from ..data.features import open_features
 from ..evaluate.metrics import evaluate
 from ..postprocess.detections import whole_video_results
 from .base import get_localizer, split_settings
-from .train import VideoItem, detect_videos, train_localizer
-
-
-def build_items(ann: AnnotationSet, features, subset: str, clicks: dict[str, list[float]] | None = None) -> list[VideoItem]:
-    """VideoItems of one subset; click times (seconds) become snippet indices."""
-    items = []
-    for video in ann.subset(subset):
-        x = features.load(video.video_id)
-        snip = np.asarray(sorted(clicks.get(video.video_id, [])) if clicks else [], dtype=np.float64)
-        items.append(VideoItem(video.video_id, x, ann.label_vector(video.video_id), video.duration,
-                               np.floor(snip / features.snippet_seconds).astype(np.int64)))
-    return items
+from .train import build_items, detect_videos, train_localizer
 
 
 def run_synthetic(name: str, workdir, overrides: dict[str, Any] | None = None, seed: int = 0, epochs: int | None = None,

@@ -32,6 +32,18 @@ class VideoItem:
     clicks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
+def build_items(ann, features, subset: str, clicks: dict[str, list[float]] | None = None) -> list[VideoItem]:
+    """VideoItems of one subset of an AnnotationSet from a FeatureSource; click times (seconds)
+    become snippet indices."""
+    items = []
+    for video in ann.subset(subset):
+        x = features.load(video.video_id)
+        snip = np.asarray(sorted(clicks.get(video.video_id, [])) if clicks else [], dtype=np.float64)
+        items.append(VideoItem(video.video_id, x, ann.label_vector(video.video_id), video.duration,
+                               np.floor(snip / features.snippet_seconds).astype(np.int64)))
+    return items
+
+
 def feature_stats(items: list[VideoItem]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation over every snippet of `items`."""
     count, total, squares = 0, 0.0, 0.0

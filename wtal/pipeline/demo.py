@@ -63,7 +63,7 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     from ..evaluate.reports import format_table, write_json
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
-    from ..models.synthetic_check import build_items
+    from ..models.train import build_items
     from ..models.train import detect_videos
     from ..postprocess.detections import whole_video_results, write_detections
     from ..data.features import open_features

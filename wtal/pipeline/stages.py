@@ -250,7 +250,7 @@ def _cpu_threads(device) -> None:
 def _items(ann, features, subset: str, clicks: dict | None = None):
     """VideoItems for a subset; videos without features are an error listing a few."""
     from ..data.features import check_lengths
-    from ..models.synthetic_check import build_items
+    from ..models.train import build_items
 
     videos = ann.subset(subset)
     missing = [v.video_id for v in videos if v.video_id not in features]
