@@ -285,7 +285,6 @@ def test_prefetch_runs_ahead_but_bounded_keeps_order_and_errors_and_stops_early(
 def test_flow_input_on_the_device_equals_the_numpy_conversion(quantize):
     import torch
 
-    from wtal.extract.features import flow_to_input_torch
     from wtal.extract.flow import flow_to_input
 
     rng = np.random.default_rng(0)
@@ -294,7 +293,7 @@ def test_flow_input_on_the_device_equals_the_numpy_conversion(quantize):
     step = 40.0 / 255.0
     flow[0, 0, :5, 0] = [-20.0 + 0.5 * step, -20.0 + 1.5 * step, 20.0, -20.0, 35.0]
     want = flow_to_input(flow, quantize=quantize)
-    got = flow_to_input_torch(torch.from_numpy(flow), quantize=quantize).numpy()
+    got = flow_to_input(torch.from_numpy(flow), quantize=quantize).numpy()
     assert got.dtype == np.float32 and np.array_equal(got, want)
 
 

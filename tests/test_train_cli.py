@@ -114,3 +114,11 @@ def test_standardize_keeps_training_statistics_for_detection(tmp_path, data):
                                 torch.device("cpu"))
     got = json.loads(det.read_text())["results"]
     assert got == json.loads(json.dumps(expected))
+
+
+def test_cli_model_choices_are_the_registered_localizers():
+    from wtal.models import REGISTRY, get_localizer
+    from wtal.pipeline.cli import MODELS
+
+    get_localizer("mil")  # imports every model module
+    assert sorted(MODELS) == sorted(REGISTRY)

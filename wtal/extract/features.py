@@ -27,7 +27,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SNIPPET_FRAMES = 16
-FLOW_BOUND = 20.0
 PREFETCH_CHUNKS = 2
 # Seeds of the random I3D weights used without a checkpoint: every process builds the same
 # network, so features from different Ray workers agree and the cache key "random-<stream>" is
@@ -115,17 +114,6 @@ def prefetch(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator:
         worker.join()
 
 
-def flow_to_input_torch(flow, bound: float = FLOW_BOUND, quantize: bool = False):
-    """`wtal.extract.flow.flow_to_input` on a torch tensor, on its device, with identical results."""
-    import torch
-
-    f = flow.float().clamp(-bound, bound)
-    if quantize:
-        q = torch.round((f.double() + bound) / (2 * bound) * 255.0)
-        return (q * (2.0 / 255.0) - 1.0).float()
-    return f / bound
-
-
 class Extractor:
     """Holds the two I3D streams on one device and extracts videos one after another."""
 
@@ -208,6 +196,7 @@ class Extractor:
     def _snippets(self, frames: np.ndarray, nxt: np.ndarray | None, n: int) -> np.ndarray:
         """Features of `n` snippets from `frames` (n*16 resized RGB frames) plus the next frame."""
         from .decode import center_crop, to_gray
+        from .flow import flow_to_input
 
         torch = self._torch
         s = self.settings
@@ -218,7 +207,7 @@ class Extractor:
         flow = flow[:, top:top + size, left:left + size]
         if len(flow) < len(frames):  # the video's last frame has no successor: repeat its flow
             flow = torch.cat([flow, flow[-1:].expand(len(frames) - len(flow), -1, -1, -1)], 0)
-        flow = flow_to_input_torch(flow, quantize=s.quantize_flow)
+        flow = flow_to_input(flow, quantize=s.quantize_flow)
         rgb = self._to_device(center_crop(frames, size)).float() / 127.5 - 1.0
         shape = (n, SNIPPET_FRAMES, size, size)
         rgb = rgb.reshape(*shape, 3).permute(0, 4, 1, 2, 3)

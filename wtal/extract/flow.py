@@ -139,14 +139,21 @@ def compute_flow(frames, backend="opencv-cpu", preset="default", device="cpu") -
     return out
 
 
-def flow_to_input(flow, bound=20.0, quantize=False) -> np.ndarray:
+def flow_to_input(flow, bound=20.0, quantize=False):
     """Raw flow -> network input in [-1, 1]: clip to +-bound, optionally quantise, divide by bound.
 
     Quantisation reproduces the 8-bit flow images of the original features:
-    q = round((f + bound) / (2 bound) * 255), f = q / 255 * 2 bound - bound.
+    q = round((f + bound) / (2 bound) * 255), f = q / 255 * 2 bound - bound. `flow` is a numpy
+    array (float32 array returned) or a torch tensor (converted on its device, same values).
     """
     if not bound > 0:
         raise ValueError(f"bound must be positive, got {bound!r}")
+    if not isinstance(flow, np.ndarray) and hasattr(flow, "clamp"):
+        f = flow.float().clamp(-bound, bound)
+        if quantize:
+            q = ((f.double() + bound) / (2 * bound) * 255.0).round()
+            return (q * (2.0 / 255.0) - 1.0).float()
+        return f / bound
     f = np.clip(np.asarray(flow, dtype=np.float32), -bound, bound)
     if quantize:
         q = np.round((f.astype(np.float64) + bound) / (2 * bound) * 255.0)

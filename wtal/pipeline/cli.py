@@ -200,8 +200,8 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="local Ray CPUs (default: all cores)")
 
 
-def _add_train_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
-    p.add_argument("--model", required=model_required, choices=MODELS)
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON or THUMOS14 CSVs")
     p.add_argument("--epochs", type=int, help="training epochs (default: the paper's)")
     p.add_argument("--seed", type=int, default=0)
