@@ -119,3 +119,39 @@ def test_cache_roundtrip_verify_export_gc(tmp_path):
     assert len(problems) == 1 and "vid_a" in problems[0] and "sha256" in problems[0]
     # no temporary files are left behind by writes
     assert not [p for p in (tmp_path / "c" / "entries").iterdir() if p.name.startswith(".")]
+
+
+def test_memory_stays_bounded_for_any_video_length(tmp_path, monkeypatch):
+    """Flow and I3D never get more than one chunk (batch snippets + 1 frame), and the host memory
+    traced during extraction does not grow with the video's length beyond its (T, 2048) output."""
+    import tracemalloc
+
+    from wtal.data.synthetic_videos import render_video
+
+    torch.set_num_threads(1)
+    batch = 2
+    ex = Extractor(ExtractSettings(crop_size=32, flow="opencv-cpu", flow_preset="fast"), device="cpu", batch=batch)
+    handed: list[int] = []
+    original = Extractor._snippets
+
+    def spy(self, frames, nxt, n):
+        handed.append(len(frames) + (nxt is not None))
+        return original(self, frames, nxt, n)
+
+    monkeypatch.setattr(Extractor, "_snippets", spy)
+    peaks, outputs, chunks = {}, {}, {}
+    for seconds in (8.0, 24.0):
+        path = tmp_path / f"v{seconds:.0f}.mp4"
+        render_video(path, [], seconds, seed=0, size=(37, 50))
+        chunks[seconds] = []
+        tracemalloc.start()
+        try:
+            outputs[seconds] = ex.extract(str(path), on_frames=chunks[seconds].append)
+            peaks[seconds] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert outputs[8.0].shape == (200 // 16, 2048) and outputs[24.0].shape == (600 // 16, 2048)
+    assert sum(chunks[24.0]) == 600 and max(chunks[24.0]) <= batch * 16 + 1
+    assert max(handed) <= batch * 16 + 1 and len(handed) == 12 // batch + -(-37 // batch)  # ceil(snippets / batch) per video
+    # three times the video, about the same peak: only the output (and its final copy) grows
+    assert peaks[24.0] <= 1.25 * peaks[8.0] + 2 * outputs[24.0].nbytes
