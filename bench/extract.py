@@ -13,10 +13,11 @@ On the same clips, in the same run, it times (frames per second of decoded 25-fp
     in steady state: Ray's start and a warm-up round that starts the workers and loads I3D in
     each are timed and printed but not counted; then again with `--flow torch`.
 The wtal rows with OpenCV's TV-L1 must give the naive loop's features (same weights, same
-algorithms): the largest difference of every row is printed. With a CUDA device (`--device
-cuda`, or `auto` on a GPU machine) it also times the Extractor on the GPU (flow `auto`, i.e.
-batched torch TV-L1) in fp32 and bf16, and the torch TV-L1 alone in flows (frame pairs) per
-second.
+algorithms): the largest difference of every row is printed. Then bf16 autocast against fp32 on
+the first clip on the CPU: both times and the features' largest relative difference per snippet
+(slow where the CPU has no native bf16). With a CUDA device (`--device cuda`, or `auto` on a GPU
+machine) it also times the Extractor on the GPU (flow `auto`, i.e. batched torch TV-L1) in fp32
+and bf16 with the same difference, and the torch TV-L1 alone in flows (frame pairs) per second.
 
 Defaults are small so it finishes in a few minutes on 2 cores: four synthetic 2.6 s clips,
 crop 112 and the `fast` flow preset. Real settings, e.g.:
@@ -208,16 +209,39 @@ def cpu_comparison(clips: list[str], warmup_clips: list[str], settings: ExtractS
     ray.shutdown()
 
 
+def relative_difference(fp32: np.ndarray, low: np.ndarray) -> str:
+    """Largest per-snippet |low - fp32| / |fp32| of each stream, as printed by the precision rows."""
+    parts = []
+    for name, cols in (("rgb", slice(0, 1024)), ("flow", slice(1024, 2048))):
+        rel = np.linalg.norm(low[:, cols] - fp32[:, cols], axis=1) / np.linalg.norm(fp32[:, cols], axis=1)
+        parts.append(f"{name} {rel.max():.2e}")
+    return "max relative difference per snippet: " + ", ".join(parts)
+
+
+def cpu_precision(clip: str, settings: ExtractSettings, batch: int) -> None:
+    """bf16 autocast against fp32 on one clip on the CPU: the features' difference and the time."""
+    torch.set_num_threads(1)
+    out, seconds = {}, {}
+    for precision in ("fp32", "bf16"):
+        ex = Extractor(replace(settings, flow="torch", precision=precision), device="cpu", batch=batch)
+        out[precision], seconds[precision] = timed(lambda: ex.extract(clip))
+    native = "native" if bf16_is_fast(torch.device("cpu")) else "no native bf16 convolutions"
+    print(f"\nCPU precision, first clip, 1 thread ({native}): fp32 {seconds['fp32']:.1f} s, bf16 "
+          f"{seconds['bf16']:.1f} s ({seconds['fp32'] / seconds['bf16']:.2f}x); bf16 vs fp32 "
+          f"{relative_difference(out['fp32'], out['bf16'])} (target 1e-2)", flush=True)
+
+
 def gpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, device: torch.device) -> None:
     from wtal.extract.tvl1 import tvl1_pairs
 
     print(f"\n{device} ({torch.cuda.get_device_name(device)}): flow auto (torch TV-L1), batch {batch} snippets")
+    first = {}
     for precision in ("fp32", "bf16"):
         if precision == "bf16" and not bf16_is_fast(device):
             print(f"{'Extractor bf16':46} skipped: no native bf16 on this device")
             continue
         ex = Extractor(replace(settings, flow="auto", precision=precision), device=str(device), batch=batch)
-        ex.extract(clips[0])  # warm-up: CUDA context, kernels, pinned buffers
+        first[precision] = ex.extract(clips[0])  # also the warm-up: CUDA context, kernels, pinned buffers
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         counted, seconds = [], 0.0
@@ -227,6 +251,8 @@ def gpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, devi
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
         row(f"Extractor {precision} on {device.type}", sum(counted), seconds, note=f"peak GPU memory {peak:.2f} GiB")
         del ex
+    if len(first) == 2:
+        print(f"{'bf16 vs fp32 features':46} {relative_difference(first['fp32'], first['bf16'])} (target 1e-2)")
     from wtal.extract.decode import iter_frames, to_gray
 
     frames = to_gray(next(iter_frames(clips[0], fps=settings.fps, short_side=settings.short_side,
@@ -271,6 +297,7 @@ def main() -> None:
                                            duration=(0.8, 0.8), seed=1, size=(h, int(round(h * 4 / 3))))
         warmup_clips = sorted(str(p) for p in warmup_dir.glob("*.mp4"))
         cpu_comparison(clips, warmup_clips, settings, args.batch, args.workers)
+        cpu_precision(clips[0], settings, args.batch)
         if device.type == "cuda":
             gpu_comparison(clips, settings, args.gpu_batch, device)
 

@@ -212,6 +212,22 @@ def test_bf16_autocast_and_channels_last(rgb_model):
         cl = model_cl(clip.contiguous(memory_format=torch.channels_last_3d))
     assert low.dtype == torch.float32 and low.shape == (1, 1024)
     assert ((low - reference).norm() / reference.norm()).item() < 5e-2
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.dtype
+        return hook
+
+    hooks = [getattr(rgb_model, name).register_forward_hook(record(name))
+             for name in ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Mixed_5c")]
+    with torch.no_grad():
+        mixed = rgb_model.forward_bf16(clip)
+    for hook in hooks:
+        hook.remove()
+    assert seen == {"Conv3d_1a_7x7": torch.float32, "Conv3d_2b_1x1": torch.bfloat16, "Mixed_5c": torch.bfloat16}
+    assert mixed.dtype == torch.float32 and mixed.shape == (1, 1024)
+    assert ((mixed - reference).norm() / reference.norm()).item() < 5e-2
     assert torch.allclose(cl, reference, rtol=1e-4, atol=1e-4)
 
 

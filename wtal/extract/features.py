@@ -167,9 +167,7 @@ class Extractor:
         torch = self._torch
         with torch.inference_mode():
             if self.settings.precision == "bf16":
-                x = clips.contiguous(memory_format=torch.channels_last_3d)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    out = model(x)
+                out = model.forward_bf16(clips.contiguous(memory_format=torch.channels_last_3d))
             else:
                 out = model(clips.contiguous())
         return out.float().cpu().numpy()
