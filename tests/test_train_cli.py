@@ -122,3 +122,27 @@ def test_cli_model_choices_are_the_registered_localizers():
 
     get_localizer("mil")  # imports every model module
     assert sorted(MODELS) == sorted(REGISTRY)
+
+
+def test_every_command_and_option_is_documented_with_its_default():
+    import argparse
+
+    from wtal.pipeline.cli import build_parser
+
+    undocumented, pages = [], {}
+
+    def walk(parser, name):
+        pages[name] = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    walk(child, f"{name} {sub}")
+            elif not action.help:
+                undocumented.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "wtal")
+    assert undocumented == []
+    assert "extract" in " ".join(pages) and len(pages) >= 11
+    squeeze = " ".join(pages["wtal extract"].split())
+    assert "(default: 25.0)" in squeeze and "(default: 8)" in squeeze and "(default: fp32)" in squeeze
+    assert "(default: 0)" in " ".join(pages["wtal clicks simulate"].split())

@@ -15,6 +15,9 @@ from pathlib import Path
 log = logging.getLogger("wtal")
 
 MODELS = ("ecm", "backtal", "basnet", "cleannet", "dgam", "rskp", "mil")
+DEVICE_HELP = "where torch runs: auto picks cuda when a GPU is visible, else cpu"
+SUBSET_HELP = "annotation subset (default: validation when training used training, otherwise test)"
+SNIPPET_HELP = "seconds per feature row (default: from the cache or meta.json, else 16/25)"
 
 
 def _sets(pairs: list[str] | None) -> dict[str, str]:
@@ -184,27 +187,43 @@ def cmd_convert(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help when it has a real default not already named."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if action.option_strings and default is not None and default is not False and default != argparse.SUPPRESS \
+                and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _add_extract_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fps", type=float, default=25.0)
-    p.add_argument("--flow", default="auto", choices=["auto", "opencv-cuda", "opencv-cpu", "torch"])
-    p.add_argument("--flow-preset", default="default", choices=["default", "fast"])
-    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate videos are resampled to before flow and I3D")
+    p.add_argument("--flow", default="auto", choices=["auto", "opencv-cuda", "opencv-cpu", "torch"],
+                   help="TV-L1 backend; auto: wtal's batched torch TV-L1 on a GPU, else OpenCV on the CPU")
+    p.add_argument("--flow-preset", default="default", choices=["default", "fast"],
+                   help="TV-L1 parameters: OpenCV's defaults, or fewer scales and warps (several times faster, coarser)")
+    p.add_argument("--crop-size", type=int, default=224,
+                   help="centre crop fed to I3D; frames are resized to a shorter side of crop * 8/7 first")
     p.add_argument("--quantize-flow", action="store_true", help="quantise flow to 256 levels like the original features")
     p.add_argument("--pad-last", action="store_true", help="pad the trailing partial snippet instead of dropping it")
     p.add_argument("--i3d-rgb", help="RGB I3D checkpoint (e.g. rgb_imagenet.pt); random weights when omitted")
     p.add_argument("--i3d-flow", help="flow I3D checkpoint (e.g. flow_imagenet.pt)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="I3D compute precision (bf16 autocast)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch", type=int, default=8, help="snippets per I3D forward")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--batch", type=int, default=8,
+                   help="16-frame snippets decoded, flowed and fed to I3D at once (bounds memory; raise it on a GPU)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: embedded local Ray)")
     p.add_argument("--workers", type=int, help="local Ray CPUs (default: all cores)")
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--model", required=True, choices=MODELS, help="weakly-supervised localizer to train")
     p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON or THUMOS14 CSVs")
     p.add_argument("--epochs", type=int, help="training epochs (default: the paper's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and the validation split")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model/training/test setting")
     p.add_argument("--standardize", action="store_true",
                    help="z-score each feature dimension with training statistics (kept in the checkpoint)")
@@ -212,92 +231,100 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="carve this fraction of training videos for checkpoint selection (default: fixed epochs)")
 
 
+def _subparser(**kwargs) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wtal", description="Raw videos to weakly-supervised temporal action detections.")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="wtal", description="Raw videos to weakly-supervised temporal action detections.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
 
     p = sub.add_parser("extract", help="decode, TV-L1 flow and I3D features into a cache")
-    p.add_argument("inputs", nargs="+", metavar="VIDEO_DIR_OR_FILES")
-    p.add_argument("--cache", required=True)
+    p.add_argument("inputs", nargs="+", metavar="VIDEO_DIR_OR_FILES", help="video files and/or folders of videos")
+    p.add_argument("--cache", required=True, help="feature cache folder (created if missing; shared by re-runs)")
     _add_extract_options(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("train", help="train a localizer on features + video-level labels")
-    p.add_argument("--features", required=True)
-    p.add_argument("--annotations", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--train-subset")
-    p.add_argument("--snippet-seconds", type=float)
+    p.add_argument("--features", required=True, help="feature cache, or folder of <video_id>.npy (T, D) arrays, rgb/ + flow/, .npz or W-TALC layouts")
+    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--out", required=True, help="run folder for checkpoint.pt, settings and the training log")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--train-subset", help="annotation subset to train on (default: training, train, validation or val)")
+    p.add_argument("--snippet-seconds", type=float, help=SNIPPET_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("detect", help="write detections JSON with a trained localizer")
-    p.add_argument("--features", required=True)
-    p.add_argument("--checkpoint", required=True, metavar="RUN")
-    p.add_argument("--out", required=True)
-    p.add_argument("--subset")
+    p.add_argument("--features", required=True, help="feature cache, or folder of <video_id>.npy (T, D) arrays, rgb/ + flow/, .npz or W-TALC layouts")
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="run folder (or its checkpoint.pt) from wtal train")
+    p.add_argument("--out", required=True, help="detections JSON to write")
+    p.add_argument("--subset", help=SUBSET_HELP)
     p.add_argument("--annotations", help="annotation file (default: the one the run was trained with)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--snippet-seconds", type=float)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--snippet-seconds", type=float, help=SNIPPET_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a test setting")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("evaluate", help="mAP at tIoU thresholds (ActivityNet detection metric)")
-    p.add_argument("--detections", required=True)
-    p.add_argument("--annotations", required=True)
-    p.add_argument("--subset")
-    p.add_argument("--tiou", default="0.1:0.7:0.1")
-    p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"])
-    p.add_argument("--exclude", nargs="+", metavar="VIDEO_ID")
+    p.add_argument("--detections", required=True, help="ActivityNet result JSON (from wtal detect)")
+    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--subset", help=SUBSET_HELP)
+    p.add_argument("--tiou", default="0.1:0.7:0.1", help="tIoU thresholds: start:stop:step or a comma list")
+    p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"],
+                   help="matching rules: ActivityNet's, or W-TALC's THUMOS14 conventions")
+    p.add_argument("--exclude", nargs="+", metavar="VIDEO_ID", help="leave these videos out of the evaluation")
     p.add_argument("--exclude-thumos14", action="store_true", help="drop THUMOS14 test videos 270, 1292 and 1496")
     p.add_argument("--ambiguous", help="THUMOS14 Ambiguous_test.txt")
     p.add_argument("--allow-pickle", action="store_true", help="allow reading the W-TALC object .npy layout")
-    p.add_argument("--per-class", action="store_true")
-    p.add_argument("--json", metavar="REPORT.json")
-    p.add_argument("--plot", metavar="PR.png")
-    p.add_argument("--plot-tiou", type=float, default=0.5)
+    p.add_argument("--per-class", action="store_true", help="also print AP per class and tIoU")
+    p.add_argument("--json", metavar="REPORT.json", help="write the report (mAP, average mAP, per-class AP) as JSON")
+    p.add_argument("--plot", metavar="PR.png", help="write precision-recall curves per class")
+    p.add_argument("--plot-tiou", type=float, default=0.5, help="tIoU of the --plot curves")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("run", help="extract + train + detect + evaluate")
-    p.add_argument("video_dir")
-    p.add_argument("--annotations", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("video_dir", help="folder of videos")
+    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--out", required=True, help="output folder: run/, detections.json, report.json (and cache/)")
     p.add_argument("--cache", help="feature cache (default: OUT/cache)")
     _add_extract_options(p)
     _add_train_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cache", help="inspect and maintain a feature cache")
-    p.add_argument("action", choices=["ls", "verify", "export", "gc"])
-    p.add_argument("cache")
+    p.add_argument("action", choices=["ls", "verify", "export", "gc"],
+                   help="ls: list entries; verify: check every file's checksum; export: write <video_id>.npy; "
+                        "gc: remove entries the manifest no longer references")
+    p.add_argument("cache", help="feature cache folder")
     p.add_argument("dest", nargs="?", help="export: destination folder")
     p.add_argument("--json", action="store_true", help="ls: one JSON object per line")
     p.add_argument("--dry-run", action="store_true", help="gc: only report")
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic videos")
-    p.add_argument("--out", default="demo_out")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default="demo_out", help="output folder: data/ (videos, annotations), cache/, run/, detections.json, report.json, cas.png")
+    p.add_argument("--workers", type=int, help="local Ray CPUs for extraction (default: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("clicks", help="background clicks for BackTAL")
-    clicks = p.add_subparsers(dest="clicks_command", required=True)
+    clicks = p.add_subparsers(dest="clicks_command", required=True, parser_class=_subparser)
     q = clicks.add_parser("simulate", help="one random click inside every background segment")
-    q.add_argument("--annotations", required=True)
-    q.add_argument("--out", required=True)
-    q.add_argument("--subset")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    q.add_argument("--out", required=True, help="clicks JSON to write")
+    q.add_argument("--subset", help="subset to click (default: the training subset)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the click positions")
     q.set_defaults(func=cmd_clicks)
 
     p = sub.add_parser("convert", help="write any supported annotation layout as ActivityNet JSON")
-    p.add_argument("annotations")
-    p.add_argument("--out", required=True)
-    p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("annotations", help="annotation file or folder in any supported layout")
+    p.add_argument("--out", required=True, help="ActivityNet JSON to write")
+    p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations")
     p.set_defaults(func=cmd_convert)
     return parser
 
