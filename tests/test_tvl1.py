@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from wtal.extract import tvl1
 from wtal.extract.tvl1 import DEFAULT_PARAMS, _median_filter_torch, resolve_params, tvl1_flow_torch
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -129,8 +130,12 @@ def test_shapes_dtypes_and_validation():
 
 
 @pytest.mark.parametrize("size", [3, 5])
-def test_torch_median_matches_opencv(size):
-    """The median used off-CPU equals cv::medianBlur (replicated border) exactly."""
+@pytest.mark.parametrize("chunk_planes", [None, 1, 4])
+def test_torch_median_matches_opencv(size, chunk_planes, monkeypatch):
+    """The median used off-CPU equals cv::medianBlur (replicated border) exactly, also when its
+    memory budget makes it filter the planes a few at a time (here 1 or 4 of 6 per chunk)."""
+    if chunk_planes is not None:
+        monkeypatch.setattr(tvl1, "_MEDIAN_CHUNK_BYTES", chunk_planes * 17 * 23 * size * size * 4)
     rng = np.random.default_rng(size)
     planes = rng.standard_normal((2, 3, 17, 23)).astype(np.float32)
     out = _median_filter_torch(torch.from_numpy(planes), size).numpy()

@@ -94,13 +94,25 @@ def _centered_gradient(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 0.5 * (px[..., :, 2:] - px[..., :, :-2]), 0.5 * (py[..., 2:, :] - py[..., :-2, :])
 
 
+_MEDIAN_CHUNK_BYTES = 256 * 2**20  # unfolded windows held at once by the torch median
+
+
 def _median_filter_torch(u: torch.Tensor, size: int) -> torch.Tensor:
-    """``size`` x ``size`` median of each (H, W) plane of (B, C, H, W), replicated border, in torch."""
+    """``size`` x ``size`` median of each (H, W) plane of (B, C, H, W), replicated border, in torch.
+
+    The unfolded windows take ``size**2`` times the memory of the planes, so planes are filtered
+    a few at a time (at most ``_MEDIAN_CHUNK_BYTES`` of windows): a batch of hundreds of 256x341
+    flows would otherwise need ~10 GB of GPU memory for each median.
+    """
     batch, channels, height, width = u.shape
     r = size // 2
-    padded = F.pad(u.reshape(batch * channels, 1, height, width), (r, r, r, r), mode="replicate")
-    windows = F.unfold(padded, size).transpose(1, 2)
-    return windows.median(dim=-1).values.reshape(batch, channels, height, width)
+    planes = u.reshape(batch * channels, 1, height, width)
+    step = max(1, _MEDIAN_CHUNK_BYTES // (height * width * size * size * u.element_size()))
+    out = torch.empty_like(planes)
+    for start in range(0, planes.shape[0], step):
+        padded = F.pad(planes[start:start + step], (r, r, r, r), mode="replicate")
+        out[start:start + step, 0] = F.unfold(padded, size).median(dim=1).values.view(-1, height, width)
+    return out.reshape(batch, channels, height, width)
 
 
 def _median_filter(u: torch.Tensor, size: int) -> torch.Tensor:
