@@ -9,9 +9,10 @@ On the same clips, in the same run, it times (frames per second of decoded 25-fp
   * wtal Extractor: one process with one torch/OpenCV thread, decode prefetched in a thread,
     I3D on `--batch` snippets at once (what each Ray worker runs); once more with the batched
     torch TV-L1 (`--flow torch`) in place of OpenCV's, which changes the flow slightly;
-  * wtal extract_videos: one Ray task per video on `--workers` processes (default: all cores),
-    in steady state: Ray's start and a warm-up round that starts the workers and loads I3D in
-    each are timed and printed but not counted; then again with `--flow torch`.
+  * wtal extract_videos: a pool of `--workers` Ray actors (default: all cores) as one `wtal
+    extract` call runs it, i.e. including the start of the worker processes and the loading of
+    I3D in each; Ray's own start is timed and printed but not counted; then again with
+    `--flow torch`.
 The wtal rows with OpenCV's TV-L1 must give the naive loop's features (same weights, same
 algorithms): the largest difference of every row is printed. Then bf16 autocast against fp32 on
 the first clip on the CPU: both times and the features' largest relative difference per snippet
@@ -164,8 +165,7 @@ def ray_extract(clips: list[str], settings: ExtractSettings, batch: int, workers
     return summary, seconds, out
 
 
-def cpu_comparison(clips: list[str], warmup_clips: list[str], settings: ExtractSettings, batch: int,
-                   workers: int) -> None:
+def cpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, workers: int) -> None:
     from wtal.pipeline.runtime import init_ray
 
     reference = Extractor(settings, device="cpu", batch=batch)
@@ -195,17 +195,14 @@ def cpu_comparison(clips: list[str], warmup_clips: list[str], settings: ExtractS
         note=f"batched torch TV-L1 instead of OpenCV's; max |diff| vs naive {diff:.1e}")
 
     ray, ray_seconds = timed(lambda: init_ray(None, workers))
-    warm, warm_seconds, _ = ray_extract(warmup_clips, settings, batch, workers)
     summary, seconds, out = ray_extract(clips, settings, batch, workers)
     diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
     row(f"wtal extract_videos, Ray x{workers}", summary.frames, seconds, base,
-        note=f"max |diff| vs naive {diff:.1e}; workers warm (Ray start {ray_seconds:.0f} s and a "
-             f"{len(warm.records)}-clip warm-up {warm_seconds:.0f} s not counted)")
-    ray_extract(warmup_clips, replace(settings, flow="torch"), batch, workers)
+        note=f"max |diff| vs naive {diff:.1e}; worker start-up included (Ray start {ray_seconds:.0f} s not counted)")
     summary, seconds, out = ray_extract(clips, replace(settings, flow="torch"), batch, workers)
     diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
     row(f"wtal extract_videos, Ray x{workers}, --flow torch", summary.frames, seconds, base,
-        note=f"max |diff| vs naive {diff:.1e}; workers warm")
+        note=f"max |diff| vs naive {diff:.1e}; worker start-up included")
     ray.shutdown()
 
 
@@ -293,10 +290,7 @@ def main() -> None:
                                               duration=(args.duration, args.duration), seed=0,
                                               size=(h, int(round(h * 4 / 3))))
             clips = sorted(str(p) for p in video_dir.glob("*.mp4"))
-        warmup_dir, _ = make_video_dataset(Path(tmp) / "warmup", num_classes=1, num_train=args.workers, num_test=0,
-                                           duration=(0.8, 0.8), seed=1, size=(h, int(round(h * 4 / 3))))
-        warmup_clips = sorted(str(p) for p in warmup_dir.glob("*.mp4"))
-        cpu_comparison(clips, warmup_clips, settings, args.batch, args.workers)
+        cpu_comparison(clips, settings, args.batch, args.workers)
         cpu_precision(clips[0], settings, args.batch)
         if device.type == "cuda":
             gpu_comparison(clips, settings, args.gpu_batch, device)

@@ -1,4 +1,4 @@
-"""End to end through the command line: extract as Ray tasks, cache maintenance, `wtal run`."""
+"""End to end through the command line: extract on Ray, cache maintenance, `wtal run`."""
 import json
 import os
 import shutil
@@ -71,6 +71,8 @@ def test_extract_run_and_cache_commands(dataset, tmp_path):
     proc = wtal("run", video_dir, "--annotations", ann, "--model", "ecm", "--out", out, "--cache", cache, *FAST,
                 "--epochs", "40", "--set", "hidden=128", check=0)
     assert "mAP" in proc.stdout
+    # train and detect ran as Ray tasks, in worker processes other than the driver
+    assert "trained ecm on 6 videos in a Ray task" in proc.stdout and "detections for 3 videos in a Ray task" in proc.stdout
     detections = json.loads((out / "detections.json").read_text())
     test_ids = {v for v, i in meta.items() if i["subset"] == "validation"}
     assert set(detections["results"]) == test_ids
@@ -119,3 +121,19 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     det.write_text('{"results": {}}')
     proc = wtal("evaluate", "--detections", det, "--annotations", bad)
     assert proc.returncode != 0 and "ann.json" in proc.stderr and "segment" in proc.stderr
+
+
+def test_a_stage_failing_in_its_ray_task_raises_its_own_error(tmp_path):
+    import ray
+
+    from wtal.data.features import FeatureError
+    from wtal.pipeline.stages import run_stage_on_ray, train_stage
+
+    missing = tmp_path / "no-features"
+    try:
+        with pytest.raises(FeatureError, match="no-features: features must be a directory"):
+            run_stage_on_ray(train_stage, device="cpu", workers=1, features=str(missing),
+                             annotations=str(tmp_path / "ann.json"), model="ecm", out=str(tmp_path / "run"))
+    finally:
+        ray.shutdown()
+    assert not (tmp_path / "run").exists()

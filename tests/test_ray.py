@@ -41,7 +41,9 @@ def videos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster of two nodes with one CPU each; this process is its driver.
+    """A local Ray cluster of two nodes with one CPU and one (declared) GPU each; this process is
+    its driver. The GPUs are only Ray resources: tests on this host extract on CPU, except the one
+    that checks how GPU work is scheduled.
 
     Its workers inherit the fault-injection variable pointing at an (empty) directory: a test
     drops a file named after a video there to crash the first attempt of that video's task.
@@ -55,8 +57,9 @@ def cluster(tmp_path_factory):
     saved = os.environ.get(FAULT_DIR_ENV)
     os.environ[FAULT_DIR_ENV] = str(fault_dir)
     try:
-        nodes = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        nodes.add_node(num_cpus=1)
+        nodes = Cluster(initialize_head=True, connect=False,
+                        head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False})
+        nodes.add_node(num_cpus=1, num_gpus=1)
     finally:
         if saved is None:
             os.environ.pop(FAULT_DIR_ENV)
@@ -114,6 +117,31 @@ def test_cluster_extracts_every_video_once_on_both_nodes(cluster, videos, refere
     assert len(alive) == 2
     assert {r["node"] for r in summary.records} == alive
     assert sorted(r["video_id"] for r in summary.records) == sorted(frames)
+    # one long-lived process per CPU slot, each taking video after video, on no GPU
+    assert len({r["pid"] for r in summary.records}) == 2 and all(r["gpus"] == [] for r in summary.records)
+
+
+def test_gpu_extraction_runs_one_process_per_gpu_on_every_node(cluster, videos, tmp_path):
+    """device="cuda" on a cluster: one actor per GPU, each on its own GPU, on both nodes, and each
+    keeps its process (so its CUDA context and I3D) for all its videos. Without CUDA on this host
+    every video then fails with a clear reason, and the run says so."""
+    import ray
+    import torch
+
+    nodes, _ = cluster
+    video_dir, frames = videos
+    summary = extract_videos([str(video_dir)], str(tmp_path / "cache"), SETTINGS, device="cuda",
+                             ray_address=nodes.address, progress=False)
+    records = summary.records
+    assert sorted(r["video_id"] for r in records) == sorted(frames)
+    assert {r["node"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    by_process = {}
+    for r in records:
+        by_process.setdefault((r["node"], r["pid"]), set()).add(tuple(r["gpus"]))
+    assert len(by_process) == 2 and all(len(gpus) == 1 and len(next(iter(gpus))) == 1 for gpus in by_process.values())
+    if not torch.cuda.is_available():
+        assert summary.done == 0 and len(summary.failed) == 4
+        assert all("CUDA" in r["reason"] for r in summary.failed)
 
 
 def test_worker_killed_mid_task_is_retried_with_identical_features(cluster, videos, reference, tmp_path):

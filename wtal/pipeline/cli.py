@@ -105,19 +105,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .stages import detect_stage, extract_videos, train_stage
+    """Extract on Ray actors, train and detect as Ray tasks, evaluate here."""
+    from .stages import detect_stage, extract_videos, run_stage_on_ray, train_stage
     from ..evaluate.reports import evaluate_files, format_table, write_json
 
-    out = Path(args.out)
-    cache = args.cache or str(out / "cache")
-    summary = extract_videos([args.video_dir], cache, _extract_settings(args), device=args.device, batch=args.batch,
-                             ray_address=args.ray_address, workers=args.workers)
+    out = Path(args.out).resolve()
+    cache = str(Path(args.cache).resolve()) if args.cache else str(out / "cache")
+    annotations = str(Path(args.annotations).resolve())
+    clicks = [str(Path(c).resolve()) for c in args.clicks] if args.clicks else None
+    ray_options = {"device": args.device, "ray_address": args.ray_address, "workers": args.workers}
+    summary = extract_videos([args.video_dir], cache, _extract_settings(args), batch=args.batch, **ray_options)
     status = _report_extract(summary, cache)
-    train_stage(cache, args.annotations, args.model, str(out / "run"), clicks=args.clicks, epochs=args.epochs,
-                seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
-                standardize=args.standardize)
+    result, where = run_stage_on_ray(train_stage, **ray_options, features=cache, annotations=annotations,
+                                     model=args.model, out=str(out / "run"), clicks=clicks, epochs=args.epochs,
+                                     seed=args.seed, sets=_sets(args.set), val_fraction=args.val_fraction,
+                                     standardize=args.standardize, progress=False)
+    print(f"trained {args.model} on {result['num_train_videos']} videos in a Ray task (node {where['node'][:8]}, "
+          f"pid {where['pid']})")
     det = out / "detections.json"
-    detect_stage(cache, str(out / "run"), str(det), device=args.device, annotations=args.annotations)
+    info, where = run_stage_on_ray(detect_stage, **ray_options, features=cache, checkpoint=str(out / "run"),
+                                   out=str(det), annotations=annotations)
+    print(f"wrote {info['detections']} detections for {info['videos']} videos in a Ray task (pid {where['pid']})")
     report = evaluate_files(det, args.annotations)
     print(format_table(report))
     write_json(report, out / "report.json")

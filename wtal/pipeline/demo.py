@@ -1,7 +1,7 @@
 """`wtal demo`: the whole pipeline on built-in synthetic videos, in minutes on a laptop CPU.
 
 It renders a small untrimmed-video dataset (3 motion classes over moving textured backgrounds,
-20 training and 10 test videos), extracts features as Ray tasks, trains ECM, detects, evaluates,
+20 training and 10 test videos), extracts features on Ray actors, trains ECM, detects, evaluates,
 and compares with the trivial detector (each whole video as one detection of its top class).
 
 The demo profile trades fidelity for speed; it prints how it differs from real use:
@@ -83,7 +83,7 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
         print("1/5 rendering 30 synthetic videos (3 motion classes) ...")
         video_dir, ann_path = make_video_dataset(out_dir / "data", num_classes=3, num_train=20, num_test=10,
                                                  duration=(8.0, 11.0), seed=0)
-    print("2/5 extracting features (decode -> TV-L1 -> I3D) as Ray tasks ...")
+    print("2/5 extracting features (decode -> TV-L1 -> I3D) on Ray actors ...")
     cache = out_dir / "cache"
     summary = extract_videos([str(video_dir)], str(cache), DEMO_SETTINGS, device=device, batch=8, workers=workers)
     print(f"    {summary.done} extracted, {summary.skipped} cached, {len(summary.failed)} failed; "

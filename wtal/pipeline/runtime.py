@@ -33,7 +33,7 @@ def init_ray(address: str | None = None, workers: int | None = None):
 
 
 def limit_threads() -> None:
-    """One compute thread per worker process: parallelism comes from processes (Ray tasks)."""
+    """One compute thread per worker process: parallelism comes from processes (Ray actors)."""
     import cv2
     import torch
 

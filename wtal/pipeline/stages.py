@@ -1,8 +1,8 @@
-"""The pipeline's stages: extract (one Ray task per video), train, detect, evaluate.
+"""The pipeline's stages: extract (a pool of Ray actors), train, detect, evaluate.
 
-Stages are plain functions; `extract_videos` fans out `extract_task` as Ray tasks with declared
+Stages are plain functions; `extract_videos` hands videos to a pool of Ray actors with declared
 resources, so the same code runs on the embedded local Ray and on a cluster. Train and detect
-run in the calling process (`wtal run` wraps them in a Ray task with the right resources).
+run in the calling process, on the device it is given.
 """
 from __future__ import annotations
 
@@ -55,10 +55,10 @@ def collect_videos(inputs: list[str]) -> dict[str, Path]:
     return found
 
 
-_EXTRACTORS: dict[tuple, Any] = {}
+_EXTRACTORS: dict[tuple, Any] = {}  # this process's Extractor, kept across its videos
 
 FAULT_DIR_ENV = "WTAL_EXTRACT_FAULT_DIR"
-EXTRACT_RETRIES = 3  # attempts after a worker dies mid-task
+EXTRACT_RETRIES = 3  # attempts after a worker dies mid-video
 
 
 def _crash_if_marked(video_id: str) -> None:
@@ -81,20 +81,22 @@ def _crash_if_marked(video_id: str) -> None:
 
 
 def _where() -> dict[str, Any]:
-    """Which Ray node and process run this task (for logs and for tests of the scheduling)."""
+    """Which Ray node, process and GPUs run this video (for logs and for tests of the scheduling)."""
     import ray
 
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
-    return {"node": node, "pid": os.getpid()}
+    if not ray.is_initialized():
+        return {"node": None, "pid": os.getpid(), "gpus": []}
+    gpus = [str(g) for g in ray.get_gpu_ids()]
+    return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "gpus": gpus}
 
 
 def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, key_fields: dict, cache_root: str,
                  device: str, batch: int) -> dict[str, Any]:
-    """Extract one video into the cache (the body of the Ray task); failures become records.
+    """Extract one video into the cache (run by an `ExtractWorker`); failures become records.
 
     The entry is written atomically (see wtal.extract.cache), so a task killed at any point
     leaves no partial entry and its retry recomputes the same features. The returned record
-    also holds `frames`, `seconds`, and the `node` and `pid` that ran it.
+    also holds `frames`, `seconds`, and the `node`, `pid` and `gpus` (Ray GPU ids) that ran it.
     """
     from ..extract.features import Extractor
     from .runtime import limit_threads
@@ -123,6 +125,20 @@ def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, 
     record["seconds"] = time.perf_counter() - start
     record.update(_where())
     return record
+
+
+class ExtractWorker:
+    """Ray actor that extracts videos one after another in one process.
+
+    A long-lived process keeps I3D loaded across videos and keeps the device Ray gave it: Ray
+    runs each GPU *task* in a fresh process (paying CUDA and model start-up per video), or, when
+    told to reuse workers, may hand a process whose CUDA context is bound to one GPU a task
+    scheduled on another. The Extractor is built lazily inside `extract_task`, so a bad setting
+    (an unreadable checkpoint) becomes a per-video failure record, not a dead actor.
+    """
+
+    def extract(self, *args) -> dict[str, Any]:
+        return extract_task(*args)
 
 
 @dataclass
@@ -161,13 +177,14 @@ def _wants_gpu(device: str, ray_address: str | None, workers: int | None) -> boo
 
 def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto", batch: int = 8,
                    ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> ExtractSummary:
-    """Extract every video not yet in the cache under `settings`, one Ray task per video.
+    """Extract every video not yet in the cache under `settings` on a pool of Ray actors.
 
-    Each task declares 1 CPU (decoding) and, on CUDA, 1 GPU (flow and I3D); Ray spreads the
-    tasks over the nodes, so every node's GPUs (or CPUs) work. Tasks whose worker dies are
-    retried (`max_retries`); only the driver updates the manifest, after each finished video, so
-    a killed run loses no finished video and a re-run skips them. Ray is not started when every
-    video is cached already.
+    One `ExtractWorker` per GPU of the cluster on CUDA (each declares 1 GPU for flow and I3D and
+    1 CPU for decoding), else one per CPU; Ray spreads them over the nodes, so every node's GPUs
+    (or CPUs) work. Each actor gets the next video as soon as it is done with one. An actor
+    whose process dies mid-video is restarted and the video retried (`EXTRACT_RETRIES` times);
+    only the driver updates the manifest, after each finished video, so a killed run loses no
+    finished video and a re-run skips them. Ray is not started when every video is cached.
     """
     videos = collect_videos(inputs)
     cache = FeatureCache(cache_root, create=True)
@@ -188,43 +205,98 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
 
     ray = init_ray(ray_address, workers)
     task_device = "cuda" if use_gpu else "cpu"
-    remote = ray.remote(extract_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=EXTRACT_RETRIES,
-                                              retry_exceptions=False, scheduling_strategy="SPREAD")
+    slots = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
+    if slots < 1:
+        raise PipelineError(f"the Ray cluster has no {'GPU' if use_gpu else 'CPU'} to extract on")
+    worker_class = ray.remote(ExtractWorker).options(
+        num_cpus=1, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
+        scheduling_strategy="SPREAD")
+    actors = [worker_class.remote() for _ in range(min(slots, len(todo)))]
     root = str(Path(cache_root).resolve())
-    pending = {
-        remote.remote(str(videos[vid].resolve()), vid, keys[vid], settings, key_fields, root, task_device, batch): vid
-        for vid in todo
-    }
+    queue = list(reversed(todo))
+    pending: dict[Any, tuple[str, Any]] = {}
+
+    def submit(actor) -> None:
+        vid = queue.pop()
+        ref = actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid], settings, key_fields, root,
+                                   task_device, batch)
+        pending[ref] = (vid, actor)
+
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="extract", unit="video")
     start = time.perf_counter()
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        vid = pending.pop(ready[0])
-        try:
-            record = ray.get(ready[0])
-        except ray.exceptions.RayError as exc:  # e.g. the worker died on every attempt (a decoder crash)
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            reason = f"{type(exc).__name__} after {EXTRACT_RETRIES} retries: {detail}"
-            record = cache.put_failure(keys[vid], vid, reason, key_fields, str(videos[vid].resolve()))
-        cache.update_manifest({vid: record["key"]})
-        summary.records.append(record)
-        summary.frames += record.get("frames", 0)
-        if record["status"] == "ok":
-            summary.done += 1
-        else:
-            summary.failed.append(record)
-            log.warning("%s failed: %s", vid, record["reason"])
-        summary.seconds = time.perf_counter() - start
+    try:
+        for actor in actors:
+            if queue:
+                submit(actor)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            vid, actor = pending.pop(ready[0])
+            try:
+                record = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # e.g. the actor died on every attempt (a decoder crash)
+                detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                reason = f"{type(exc).__name__} after {EXTRACT_RETRIES} retries: {detail}"
+                record = cache.put_failure(keys[vid], vid, reason, key_fields, str(videos[vid].resolve()))
+            if queue:
+                submit(actor)  # a restarted actor takes the next video too
+            cache.update_manifest({vid: record["key"]})
+            summary.records.append(record)
+            summary.frames += record.get("frames", 0)
+            if record["status"] == "ok":
+                summary.done += 1
+            else:
+                summary.failed.append(record)
+                log.warning("%s failed: %s", vid, record["reason"])
+            summary.seconds = time.perf_counter() - start
+            if bar:
+                bar.set_postfix(fps=f"{summary.fps:.1f}", failed=len(summary.failed))
+                bar.update()
+    finally:
         if bar:
-            bar.set_postfix(fps=f"{summary.fps:.1f}", failed=len(summary.failed))
-            bar.update()
-    if bar:
-        bar.close()
+            bar.close()
+        for actor in actors:
+            ray.kill(actor)
     return summary
+
+
+# ---------------------------------------------------------------------- stages as tasks
+def _stage_task(stage, kwargs: dict, cpu_threads: bool) -> tuple[Any, dict[str, Any]]:
+    """Body of a stage's Ray task: the stage's result and where it ran.
+
+    Ray pins a 1-CPU task to one thread (OMP_NUM_THREADS=1); a CPU stage gets half its node's
+    cores for torch instead, as in-process runs do.
+    """
+    if cpu_threads:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    return stage(**kwargs), _where()
+
+
+def run_stage_on_ray(stage, device: str = "auto", ray_address: str | None = None, workers: int | None = None,
+                     **kwargs) -> tuple[Any, dict[str, Any]]:
+    """Run `stage(device=..., **kwargs)` (train or detect) as one Ray task; returns (result, where).
+
+    The task declares 1 GPU when the stage runs on CUDA (on a cluster: when `device` allows it and
+    the cluster has GPUs), else 1 CPU. Files are passed by path, so on a cluster they must be on
+    a shared file system, like the cache. An error of the stage is raised again as itself.
+    """
+    from .runtime import init_ray
+
+    ray = init_ray(ray_address, workers)
+    use_gpu = _wants_gpu(device, ray_address, workers)
+    remote = ray.remote(_stage_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=0)
+    kwargs["device"] = "cuda" if use_gpu else "cpu"
+    try:
+        return ray.get(remote.remote(stage, kwargs, not use_gpu))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(getattr(exc, "cause", None), Exception):
+            raise exc.cause from None
+        raise
 
 
 # ------------------------------------------------------------------------------ train
