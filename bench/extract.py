@@ -67,15 +67,21 @@ def resized_shape(h: int, w: int, short_side: int) -> tuple[int, int]:
 
 
 def naive_frames(path: str, fps: int, short_side: int):
-    """Resized RGB frames at `fps` by timestamps, decoding and yielding one frame at a time."""
+    """Resized RGB frames at `fps` by timestamps, decoding and yielding one frame at a time.
+
+    The i-th decoded frame gets the i-th smallest packet pts, as in wtal's decoder: decoders output
+    display order, but AVI frames carry pts in decode order (mmaction2_test.avi), and trusting
+    them would duplicate and drop a third of the frames.
+    """
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        times = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
     with av.open(path) as container:
         stream = container.streams.video[0]
         base, rate = stream.time_base, stream.average_rate
-        first, previous, k = None, None, 0
-        for frame in container.decode(stream):
-            t = (frame.pts - first) * base if first is not None else 0
-            if first is None:
-                first = frame.pts
+        first, previous, k = times[0], None, 0
+        for index, frame in enumerate(container.decode(stream)):
+            t = (times[index] - first) * base
             if previous is not None:
                 while Fraction(k, fps) < t:  # the previous frame is the latest one at time k / fps
                     yield previous

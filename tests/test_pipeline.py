@@ -137,3 +137,22 @@ def test_a_stage_failing_in_its_ray_task_raises_its_own_error(tmp_path):
     finally:
         ray.shutdown()
     assert not (tmp_path / "run").exists()
+
+
+def test_fewer_videos_than_cpus_give_each_actor_several_threads(dataset, tmp_path):
+    import ray
+
+    from wtal.extract.features import ExtractSettings
+    from wtal.pipeline.stages import extract_videos
+
+    _, video_dir, _ = dataset
+    one = sorted(video_dir.glob("*.mp4"))[0]
+    settings = ExtractSettings(crop_size=56, flow="opencv-cpu", flow_preset="fast")
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        summary = extract_videos([str(one)], str(tmp_path / "cache"), settings, device="cpu", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert (summary.done, summary.failed) == (1, [])
+    assert summary.records[0]["threads"] == 2

@@ -118,7 +118,8 @@ def test_cluster_extracts_every_video_once_on_both_nodes(cluster, videos, refere
     assert {r["node"] for r in summary.records} == alive
     assert sorted(r["video_id"] for r in summary.records) == sorted(frames)
     # one long-lived process per CPU slot, each taking video after video, on no GPU
-    assert len({r["pid"] for r in summary.records}) == 2 and all(r["gpus"] == [] for r in summary.records)
+    assert len({r["pid"] for r in summary.records}) == 2
+    assert all(r["gpus"] == [] and r["threads"] == 1 for r in summary.records)
 
 
 def test_gpu_extraction_runs_one_process_per_gpu_on_every_node(cluster, videos, tmp_path):

@@ -8,8 +8,9 @@ are computed at once and at most `PREFETCH_CHUNKS` decoded chunks wait ahead of 
 (host and GPU) is bounded for any video length.
 
 Throughput: a background thread decodes the next chunks while flow and I3D run on the current
-one (FFmpeg and OpenCV release the GIL); the torch TV-L1 backend computes all frame pairs of a
-chunk as one batch; I3D runs all snippets of a chunk as one batch. On CUDA, frames travel to the
+one (FFmpeg and OpenCV release the GIL); the torch TV-L1 backend computes the frame pairs of a
+chunk in batches (up to 256 pairs on a GPU, 4 on a CPU, where bigger batches fall out of the
+caches); I3D runs all snippets of a chunk as one batch. On CUDA, frames travel to the
 GPU as uint8 through pinned memory and are cropped, scaled and clipped there, and flow from the
 torch backend never leaves the GPU.
 """
@@ -175,18 +176,21 @@ class Extractor:
     def _raw_flow(self, gray: np.ndarray):
         """Raw TV-L1 flow (N-1, H, W, 2) of grayscale frames (N, H, W), as a tensor on the device.
 
-        The torch backend runs every pair of the chunk as one batch on the device; OpenCV
-        backends compute on the host and the result is moved.
+        The torch backend runs the pairs of the chunk in batches on the device (see
+        `pairs_per_batch`); OpenCV backends compute on the host and the result is moved.
         """
         from .flow import PRESETS, compute_flow
 
         torch = self._torch
         if self.flow_backend == "torch":
-            from .tvl1 import tvl1_pairs
+            from .tvl1 import pairs_per_batch, tvl1_pairs
 
             frames = self._to_device(gray).float().unsqueeze(1)
+            step = pairs_per_batch(self.device)
+            params = PRESETS[self.settings.flow_preset]
             with torch.inference_mode():
-                flow = tvl1_pairs(frames[:-1], frames[1:], PRESETS[self.settings.flow_preset])
+                flow = torch.cat([tvl1_pairs(frames[s:s + step], frames[s + 1:s + step + 1], params)
+                                  for s in range(0, len(frames) - 1, step)])
             return flow.permute(0, 2, 3, 1)
         flow = compute_flow(gray, backend=self.flow_backend, preset=self.settings.flow_preset, device=str(self.device))
         return self._to_device(flow)

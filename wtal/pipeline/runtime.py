@@ -32,10 +32,11 @@ def init_ray(address: str | None = None, workers: int | None = None):
     return ray
 
 
-def limit_threads() -> None:
-    """One compute thread per worker process: parallelism comes from processes (Ray actors)."""
+def limit_threads(threads: int = 1) -> None:
+    """Compute threads of a worker process: the CPUs Ray reserved for it (parallelism comes from
+    processes first; threads only use cores that no other worker would)."""
     import cv2
     import torch
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    torch.set_num_threads(max(1, int(threads)))
+    cv2.setNumThreads(max(1, int(threads)))

@@ -81,13 +81,16 @@ def _crash_if_marked(video_id: str) -> None:
 
 
 def _where() -> dict[str, Any]:
-    """Which Ray node, process and GPUs run this video (for logs and for tests of the scheduling)."""
+    """Which Ray node, process, GPUs and torch threads run this (for logs and tests of the scheduling)."""
     import ray
 
-    if not ray.is_initialized():
-        return {"node": None, "pid": os.getpid(), "gpus": []}
-    gpus = [str(g) for g in ray.get_gpu_ids()]
-    return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "gpus": gpus}
+    import torch
+
+    where = {"node": None, "pid": os.getpid(), "gpus": [], "threads": torch.get_num_threads()}
+    if ray.is_initialized():
+        where["node"] = ray.get_runtime_context().get_node_id()
+        where["gpus"] = [str(g) for g in ray.get_gpu_ids()]
+    return where
 
 
 def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, key_fields: dict, cache_root: str,
@@ -96,12 +99,11 @@ def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, 
 
     The entry is written atomically (see wtal.extract.cache), so a task killed at any point
     leaves no partial entry and its retry recomputes the same features. The returned record
-    also holds `frames`, `seconds`, and the `node`, `pid` and `gpus` (Ray GPU ids) that ran it.
+    also holds `frames`, `seconds`, and the `node`, `pid`, `gpus` (Ray GPU ids) and `threads`
+    that ran it.
     """
     from ..extract.features import Extractor
-    from .runtime import limit_threads
 
-    limit_threads()
     cache = FeatureCache(cache_root)
     start = time.perf_counter()
     frames = 0
@@ -134,8 +136,14 @@ class ExtractWorker:
     runs each GPU *task* in a fresh process (paying CUDA and model start-up per video), or, when
     told to reuse workers, may hand a process whose CUDA context is bound to one GPU a task
     scheduled on another. The Extractor is built lazily inside `extract_task`, so a bad setting
-    (an unreadable checkpoint) becomes a per-video failure record, not a dead actor.
+    (an unreadable checkpoint) becomes a per-video failure record, not a dead actor. `threads`
+    is the number of CPUs the actor reserved.
     """
+
+    def __init__(self, threads: int = 1):
+        from .runtime import limit_threads
+
+        limit_threads(threads)
 
     def extract(self, *args) -> dict[str, Any]:
         return extract_task(*args)
@@ -181,7 +189,8 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
 
     One `ExtractWorker` per GPU of the cluster on CUDA (each declares 1 GPU for flow and I3D and
     1 CPU for decoding), else one per CPU; Ray spreads them over the nodes, so every node's GPUs
-    (or CPUs) work. Each actor gets the next video as soon as it is done with one. An actor
+    (or CPUs) work. With fewer videos than CPUs, each CPU actor takes several CPUs (no more than
+    a node has) and as many threads, so a single video still uses the machine. Each actor gets the next video as soon as it is done with one. An actor
     whose process dies mid-video is restarted and the video retried (`EXTRACT_RETRIES` times);
     only the driver updates the manifest, after each finished video, so a killed run loses no
     finished video and a re-run skips them. Ray is not started when every video is cached.
@@ -208,10 +217,15 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     slots = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
     if slots < 1:
         raise PipelineError(f"the Ray cluster has no {'GPU' if use_gpu else 'CPU'} to extract on")
+    count = min(slots, len(todo))
+    threads = 1
+    if not use_gpu:
+        node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
+        threads = max(1, min(slots // count, node_cpus))
     worker_class = ray.remote(ExtractWorker).options(
-        num_cpus=1, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
+        num_cpus=threads, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
         scheduling_strategy="SPREAD")
-    actors = [worker_class.remote() for _ in range(min(slots, len(todo)))]
+    actors = [worker_class.remote(threads) for _ in range(count)]
     root = str(Path(cache_root).resolve())
     queue = list(reversed(todo))
     pending: dict[Any, tuple[str, Any]] = {}
