@@ -139,21 +139,22 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def row(name: str, frames: int, seconds: float, base: float | None = None, note: str = "") -> float:
+def row(name: str, frames: int, seconds: float, bases: tuple[float, ...] = (), note: str = "") -> float:
+    """Print one row with its frame rate divided by each baseline rate in `bases`; returns the rate."""
     rate = frames / seconds
-    ratio = f"{rate / base:6.2f}x" if base else "      "
-    print(f"{name:46} {frames:6d} frames {seconds:8.1f} s {rate:8.2f} frames/s {ratio}  {note}", flush=True)
+    ratios = " ".join(f"{rate / b:5.2f}x" for b in bases) if bases else " " * 13
+    print(f"{name:46} {frames:6d} frames {seconds:8.1f} s {rate:8.2f} frames/s {ratios}  {note}", flush=True)
     return rate
 
 
-def naive_row(name: str, clips: list[str], settings: ExtractSettings, nets, base: float | None = None):
+def naive_row(name: str, clips: list[str], settings: ExtractSettings, nets):
     """Run the naive loop over all clips; returns (frames/s, features by clip)."""
     out, frames, seconds = {}, 0, 0.0
     for clip in clips:
         (out[clip], n), s = timed(lambda: naive_extract(clip, settings, *nets))
         frames, seconds = frames + n, seconds + s
     note = f"torch {torch.get_num_threads()} threads, OpenCV {cv2.getNumThreads()} threads"
-    return row(name, frames, seconds, base, note), out
+    return row(name, frames, seconds, note=note), out
 
 
 def ray_extract(clips: list[str], settings: ExtractSettings, batch: int, workers: int):
@@ -179,35 +180,36 @@ def cpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, work
     with torch.inference_mode():  # first-call set-up of the convolutions, not timed
         reference.rgb(torch.zeros(1, 3, SNIPPET_FRAMES, settings.crop_size, settings.crop_size))
     print(f"\nCPU: {len(clips)} clips, crop {settings.crop_size}, flow preset {settings.flow_preset} (OpenCV TV-L1 in "
-          f"every row), wtal batch {batch} snippets, {workers} Ray workers; ratios against the 1-thread naive loop")
-    _, naive_out = naive_row("naive loop, library threads", clips, settings, nets)
+          f"every row), wtal batch {batch} snippets, {workers} Ray workers; ratios against the 1-thread naive loop, then the library-threads one")
+    library, naive_out = naive_row("naive loop, library threads", clips, settings, nets)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    base, _ = naive_row("naive loop, 1 thread", clips, settings, nets)
+    single, _ = naive_row("naive loop, 1 thread", clips, settings, nets)
+    bases = (single, library)
 
     counted, diff, seconds = [], 0.0, 0.0
     for clip in clips:
         out, s = timed(lambda: reference.extract(clip, on_frames=counted.append))
         seconds += s
         diff = max(diff, float(np.abs(out - naive_out[clip]).max()))
-    row("wtal Extractor, 1 process", sum(counted), seconds, base, note=f"1 thread; max |diff| vs naive {diff:.1e}")
+    row("wtal Extractor, 1 process", sum(counted), seconds, bases, note=f"1 thread; max |diff| vs naive {diff:.1e}")
     torch_flow = Extractor(replace(settings, flow="torch"), device="cpu", batch=batch)
     counted, diff, seconds = [], 0.0, 0.0
     for clip in clips:
         out, s = timed(lambda: torch_flow.extract(clip, on_frames=counted.append))
         seconds += s
         diff = max(diff, float(np.abs(out - naive_out[clip]).max()))
-    row("wtal Extractor, 1 process, --flow torch", sum(counted), seconds, base,
+    row("wtal Extractor, 1 process, --flow torch", sum(counted), seconds, bases,
         note=f"batched torch TV-L1 instead of OpenCV's; max |diff| vs naive {diff:.1e}")
 
     ray, ray_seconds = timed(lambda: init_ray(None, workers))
     summary, seconds, out = ray_extract(clips, settings, batch, workers)
     diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
-    row(f"wtal extract_videos, Ray x{workers}", summary.frames, seconds, base,
+    row(f"wtal extract_videos, Ray x{workers}", summary.frames, seconds, bases,
         note=f"max |diff| vs naive {diff:.1e}; worker start-up included (Ray start {ray_seconds:.0f} s not counted)")
     summary, seconds, out = ray_extract(clips, replace(settings, flow="torch"), batch, workers)
     diff = max(float(np.abs(out[str(Path(clip).resolve())] - naive_out[clip]).max()) for clip in clips)
-    row(f"wtal extract_videos, Ray x{workers}, --flow torch", summary.frames, seconds, base,
+    row(f"wtal extract_videos, Ray x{workers}, --flow torch", summary.frames, seconds, bases,
         note=f"max |diff| vs naive {diff:.1e}; worker start-up included")
     ray.shutdown()
 
