@@ -155,3 +155,20 @@ def test_memory_stays_bounded_for_any_video_length(tmp_path, monkeypatch):
     assert max(handed) <= batch * 16 + 1 and len(handed) == 12 // batch + -(-37 // batch)  # ceil(snippets / batch) per video
     # three times the video, about the same peak: only the output (and its final copy) grows
     assert peaks[24.0] <= 1.25 * peaks[8.0] + 2 * outputs[24.0].nbytes
+
+
+@pytest.mark.parametrize("count", [2, 5, 7, 10])
+def test_torch_flow_in_cpu_batches_equals_one_batch(count):
+    """The Extractor's torch TV-L1 runs 4 pairs at a time on CPU: 1, 4, 6 and 9 pairs (whole and
+    partial last batches) give the flow of one batch of all pairs."""
+    from wtal.extract.flow import PRESETS
+    from wtal.extract.tvl1 import tvl1_pairs
+
+    rng = np.random.default_rng(count)
+    gray = rng.integers(0, 256, size=(count, 24, 30), dtype=np.uint8)
+    ex = Extractor(ExtractSettings(crop_size=16, flow="torch", flow_preset="fast"), device="cpu", batch=1)
+    got = ex._raw_flow(gray)
+    frames = torch.from_numpy(gray).float().unsqueeze(1)
+    want = tvl1_pairs(frames[:-1], frames[1:], PRESETS["fast"]).permute(0, 2, 3, 1)
+    assert got.shape == (count - 1, 24, 30, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -186,11 +186,11 @@ class Extractor:
             from .tvl1 import pairs_per_batch, tvl1_pairs
 
             frames = self._to_device(gray).float().unsqueeze(1)
-            step = pairs_per_batch(self.device)
+            step, pairs = pairs_per_batch(self.device), len(frames) - 1
             params = PRESETS[self.settings.flow_preset]
             with torch.inference_mode():
-                flow = torch.cat([tvl1_pairs(frames[s:s + step], frames[s + 1:s + step + 1], params)
-                                  for s in range(0, len(frames) - 1, step)])
+                flow = torch.cat([tvl1_pairs(frames[s:min(s + step, pairs)], frames[s + 1:min(s + step, pairs) + 1], params)
+                                  for s in range(0, pairs, step)])
             return flow.permute(0, 2, 3, 1)
         flow = compute_flow(gray, backend=self.flow_backend, preset=self.settings.flow_preset, device=str(self.device))
         return self._to_device(flow)
