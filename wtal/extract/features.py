@@ -177,20 +177,17 @@ class Extractor:
         """Raw TV-L1 flow (N-1, H, W, 2) of grayscale frames (N, H, W), as a tensor on the device.
 
         The torch backend runs the pairs of the chunk in batches on the device (see
-        `pairs_per_batch`); OpenCV backends compute on the host and the result is moved.
+        `tvl1_batches`); OpenCV backends compute on the host and the result is moved.
         """
         from .flow import PRESETS, compute_flow
 
         torch = self._torch
         if self.flow_backend == "torch":
-            from .tvl1 import pairs_per_batch, tvl1_pairs
+            from .tvl1 import tvl1_batches
 
-            frames = self._to_device(gray).float().unsqueeze(1)
-            step, pairs = pairs_per_batch(self.device), len(frames) - 1
-            params = PRESETS[self.settings.flow_preset]
+            frames = self._to_device(gray).unsqueeze(1)
             with torch.inference_mode():
-                flow = torch.cat([tvl1_pairs(frames[s:min(s + step, pairs)], frames[s + 1:min(s + step, pairs) + 1], params)
-                                  for s in range(0, pairs, step)])
+                flow = torch.cat(list(tvl1_batches(frames, PRESETS[self.settings.flow_preset])))
             return flow.permute(0, 2, 3, 1)
         flow = compute_flow(gray, backend=self.flow_backend, preset=self.settings.flow_preset, device=str(self.device))
         return self._to_device(flow)

@@ -23,6 +23,7 @@ result equals the pair-by-pair result.
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -294,6 +295,25 @@ def tvl1_pairs(i0: torch.Tensor, i1: torch.Tensor, params: dict | None = None) -
     return u[:, :2].contiguous()
 
 
+def tvl1_batches(frames: torch.Tensor, params: dict | None = None,
+                 batch_size: int | None = None) -> Iterator[torch.Tensor]:
+    """TV-L1 flow between consecutive frames, yielded in order one batch of pairs at a time.
+
+    ``frames``: (N, 1, H, W) intensities in [0, 255] (uint8 or float) on their device. Yields
+    (b, 2, H, W) float32 flows of pairs (t, t+1), ``batch_size`` pairs at a time (default:
+    `pairs_per_batch` of the device), so a caller can store each batch before the next exists.
+    """
+    step = pairs_per_batch(frames.device) if batch_size is None else batch_size
+    if step < 1:
+        raise ValueError(f"batch_size must be positive, got {step}")
+    p = resolve_params(params)
+    pairs = len(frames) - 1
+    for start in range(0, pairs, step):
+        stop = min(start + step, pairs)
+        yield tvl1_pairs(frames[start:stop], frames[start + 1:stop + 1], p)
+        logger.debug("TV-L1 pairs %d-%d of %d done on %s", start, stop, pairs, frames.device)
+
+
 def tvl1_flow_torch(
     frames: np.ndarray, params: dict | None = None, device: str = "cpu", batch_size: int | None = None
 ) -> np.ndarray:
@@ -301,28 +321,22 @@ def tvl1_flow_torch(
 
     ``frames``: (N, H, W) uint8. Returns (N-1, H, W, 2) float32 raw flow in pixels, frame t paired
     with t+1, x component first (the layout of ``cv2.optflow.DualTVL1OpticalFlow.calc``).
-    ``batch_size`` pairs are computed at once (default: `pairs_per_batch` of the device).
+    ``batch_size`` pairs are computed at once (see `tvl1_batches`).
     """
     if not isinstance(frames, np.ndarray) or frames.ndim != 3 or frames.dtype != np.uint8:
         desc = (f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray)
                 else type(frames).__name__)
         raise ValueError(f"frames must be a uint8 array of shape (N, H, W), got {desc}")
-    p = resolve_params(params)
-    dev = resolve_device(device)
-    batch_size = pairs_per_batch(dev) if batch_size is None else batch_size
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    frames = np.ascontiguousarray(frames)
+    resolve_params(params)
     num, height, width = frames.shape
     out = np.empty((max(num - 1, 0), height, width, 2), dtype=np.float32)
-    for start in range(0, num - 1, batch_size):
-        stop = min(start + batch_size, num - 1)
-        chunk = torch.from_numpy(frames[start : stop + 1]).to(dev).float().unsqueeze(1)
-        flow = tvl1_pairs(chunk[:-1], chunk[1:], p)
-        out[start:stop] = flow.permute(0, 2, 3, 1).cpu().numpy()
-        logger.debug("TV-L1 pairs %d-%d of %d done on %s", start, stop, num - 1, dev)
+    on_device = torch.from_numpy(np.ascontiguousarray(frames)).to(resolve_device(device)).unsqueeze(1)
+    start = 0
+    for flow in tvl1_batches(on_device, params, batch_size):
+        out[start:start + len(flow)] = flow.permute(0, 2, 3, 1).cpu().numpy()
+        start += len(flow)
     return out
 
 
-__all__ = ["DEFAULT_PARAMS", "pairs_per_batch", "resolve_params", "tvl1_pairs", "tvl1_flow_torch"]
+__all__ = ["DEFAULT_PARAMS", "pairs_per_batch", "resolve_params", "tvl1_batches", "tvl1_pairs", "tvl1_flow_torch"]
 
