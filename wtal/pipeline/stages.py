@@ -55,14 +55,12 @@ def collect_videos(inputs: list[str]) -> dict[str, Path]:
     return found
 
 
-_EXTRACTORS: dict[tuple, Any] = {}  # this process's Extractor, kept across its videos
-
 FAULT_DIR_ENV = "WTAL_EXTRACT_FAULT_DIR"
 EXTRACT_RETRIES = 3  # attempts after a worker dies mid-video
 
 
 def _crash_if_marked(video_id: str) -> None:
-    """Fault injection for tests of retries: kill this worker process in the middle of a task.
+    """Fault injection for tests of retries: kill this worker process in the middle of a video.
 
     When the environment variable `WTAL_EXTRACT_FAULT_DIR` names a directory that holds a file
     named after the video id, the task deletes that file (so only one attempt crashes, whichever
@@ -83,7 +81,6 @@ def _crash_if_marked(video_id: str) -> None:
 def _where() -> dict[str, Any]:
     """Which Ray node, process, GPUs and torch threads run this (for logs and tests of the scheduling)."""
     import ray
-
     import torch
 
     where = {"node": None, "pid": os.getpid(), "gpus": [], "threads": torch.get_num_threads()}
@@ -93,60 +90,56 @@ def _where() -> dict[str, Any]:
     return where
 
 
-def extract_task(path: str, video_id: str, key: str, settings: ExtractSettings, key_fields: dict, cache_root: str,
-                 device: str, batch: int) -> dict[str, Any]:
-    """Extract one video into the cache (run by an `ExtractWorker`); failures become records.
-
-    The entry is written atomically (see wtal.extract.cache), so a task killed at any point
-    leaves no partial entry and its retry recomputes the same features. The returned record
-    also holds `frames`, `seconds`, and the `node`, `pid`, `gpus` (Ray GPU ids) and `threads`
-    that ran it.
-    """
-    from ..extract.features import Extractor
-
-    cache = FeatureCache(cache_root)
-    start = time.perf_counter()
-    frames = 0
-
-    def count(n: int) -> None:
-        nonlocal frames
-        frames += n
-        _crash_if_marked(video_id)
-
-    try:
-        ident = (settings, device, batch)
-        if ident not in _EXTRACTORS:
-            _EXTRACTORS.clear()
-            _EXTRACTORS[ident] = Extractor(settings, device=device, batch=batch)
-        features = _EXTRACTORS[ident].extract(path, on_frames=count)
-        record = cache.put(key, video_id, features, key_fields, path)
-    except Exception as exc:  # one bad video never stops the others: it is recorded instead
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        record = cache.put_failure(key, video_id, reason, key_fields, path)
-    record["frames"] = frames
-    record["seconds"] = time.perf_counter() - start
-    record.update(_where())
-    return record
-
-
 class ExtractWorker:
-    """Ray actor that extracts videos one after another in one process.
+    """Ray actor that extracts videos into the cache one after another in one process.
 
     A long-lived process keeps I3D loaded across videos and keeps the device Ray gave it: Ray
     runs each GPU *task* in a fresh process (paying CUDA and model start-up per video), or, when
     told to reuse workers, may hand a process whose CUDA context is bound to one GPU a task
-    scheduled on another. The Extractor is built lazily inside `extract_task`, so a bad setting
-    (an unreadable checkpoint) becomes a per-video failure record, not a dead actor. `threads`
-    is the number of CPUs the actor reserved.
+    scheduled on another. The Extractor is built on the first video, inside its try, so a bad
+    setting (an unreadable checkpoint) becomes a per-video failure record, not a dead actor.
+    `threads` is the number of CPUs the actor reserved.
     """
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, settings: ExtractSettings, key_fields: dict, cache_root: str, device: str, batch: int,
+                 threads: int = 1):
         from .runtime import limit_threads
 
         limit_threads(threads)
+        self.settings, self.key_fields, self.device, self.batch = settings, key_fields, device, batch
+        self.cache = FeatureCache(cache_root)
+        self.extractor = None
 
-    def extract(self, *args) -> dict[str, Any]:
-        return extract_task(*args)
+    def extract(self, path: str, video_id: str, key: str) -> dict[str, Any]:
+        """Extract one video into the cache; failures become records.
+
+        The entry is written atomically (see wtal.extract.cache), so an actor killed at any point
+        leaves no partial entry and the retry recomputes the same features. The returned record
+        also holds `frames`, `seconds`, and the `node`, `pid`, `gpus` (Ray GPU ids) and
+        `threads` that ran it.
+        """
+        from ..extract.features import Extractor
+
+        start = time.perf_counter()
+        frames = 0
+
+        def count(n: int) -> None:
+            nonlocal frames
+            frames += n
+            _crash_if_marked(video_id)
+
+        try:
+            if self.extractor is None:
+                self.extractor = Extractor(self.settings, device=self.device, batch=self.batch)
+            features = self.extractor.extract(path, on_frames=count)
+            record = self.cache.put(key, video_id, features, self.key_fields, path)
+        except Exception as exc:  # one bad video never stops the others: it is recorded instead
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            record = self.cache.put_failure(key, video_id, reason, self.key_fields, path)
+        record["frames"] = frames
+        record["seconds"] = time.perf_counter() - start
+        record.update(_where())
+        return record
 
 
 @dataclass
@@ -190,10 +183,11 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     One `ExtractWorker` per GPU of the cluster on CUDA (each declares 1 GPU for flow and I3D and
     1 CPU for decoding), else one per CPU; Ray spreads them over the nodes, so every node's GPUs
     (or CPUs) work. With fewer videos than CPUs, each CPU actor takes several CPUs (no more than
-    a node has) and as many threads, so a single video still uses the machine. Each actor gets the next video as soon as it is done with one. An actor
-    whose process dies mid-video is restarted and the video retried (`EXTRACT_RETRIES` times);
-    only the driver updates the manifest, after each finished video, so a killed run loses no
-    finished video and a re-run skips them. Ray is not started when every video is cached.
+    a node has) and as many threads, so a single video still uses the machine. Each actor gets
+    the next video as soon as it is done with one. An actor whose process dies mid-video is
+    restarted and the video retried (`EXTRACT_RETRIES` times); only the driver updates the
+    manifest, after each finished video, so a killed run loses no finished video and a re-run
+    skips them. Ray is not started when every video is cached.
     """
     videos = collect_videos(inputs)
     cache = FeatureCache(cache_root, create=True)
@@ -225,16 +219,14 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     worker_class = ray.remote(ExtractWorker).options(
         num_cpus=threads, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
         scheduling_strategy="SPREAD")
-    actors = [worker_class.remote(threads) for _ in range(count)]
     root = str(Path(cache_root).resolve())
+    actors = [worker_class.remote(settings, key_fields, root, task_device, batch, threads) for _ in range(count)]
     queue = list(reversed(todo))
     pending: dict[Any, tuple[str, Any]] = {}
 
     def submit(actor) -> None:
         vid = queue.pop()
-        ref = actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid], settings, key_fields, root,
-                                   task_device, batch)
-        pending[ref] = (vid, actor)
+        pending[actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid])] = (vid, actor)
 
     bar = None
     if progress:
