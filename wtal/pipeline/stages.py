@@ -270,16 +270,15 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
 
 
 # ---------------------------------------------------------------------- stages as tasks
-def _stage_task(stage, kwargs: dict, cpu_threads: bool) -> tuple[Any, dict[str, Any]]:
+def _stage_task(stage, kwargs: dict) -> tuple[Any, dict[str, Any]]:
     """Body of a stage's Ray task: the stage's result and where it ran.
 
     Ray pins a 1-CPU task to one thread (OMP_NUM_THREADS=1); a CPU stage gets half its node's
     cores for torch instead, as in-process runs do.
     """
-    if cpu_threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    _cpu_threads(torch.device(kwargs["device"]), honour_omp=False)
     return stage(**kwargs), _where()
 
 
@@ -298,7 +297,7 @@ def run_stage_on_ray(stage, device: str = "auto", ray_address: str | None = None
     remote = ray.remote(_stage_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=0)
     kwargs["device"] = "cuda" if use_gpu else "cpu"
     try:
-        return ray.get(remote.remote(stage, kwargs, not use_gpu))
+        return ray.get(remote.remote(stage, kwargs))
     except ray.exceptions.RayTaskError as exc:
         if isinstance(getattr(exc, "cause", None), Exception):
             raise exc.cause from None
@@ -316,12 +315,12 @@ def _open_inputs(features_path: str, annotations_path: str, snippet_seconds: flo
             load_annotations(annotations_path, allow_pickle=allow_pickle))
 
 
-def _cpu_threads(device) -> None:
-    """On CPU use half the cores for torch unless OMP_NUM_THREADS says otherwise (two threads
-    on a 2-core host stall each other)."""
+def _cpu_threads(device, honour_omp: bool = True) -> None:
+    """On CPU use half the cores for torch (two threads on a 2-core host stall each other),
+    unless OMP_NUM_THREADS says otherwise and `honour_omp`."""
     import torch
 
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+    if device.type == "cpu" and not (honour_omp and "OMP_NUM_THREADS" in os.environ):
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
