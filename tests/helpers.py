@@ -94,6 +94,21 @@ def synthetic_run_fixture(name: str, overrides: dict[str, Any], epochs: int):
     return synthetic_run
 
 
+def assert_short_videos_work(model, batch: dict[str, Any], epoch: int = 0, backward: bool = True) -> list:
+    """Finite losses on a batch of very short videos (that back-propagate, with `backward`), and
+    detection on a video as long as the first gives a (T, C) CAS and proposals inside it;
+    returns the proposals."""
+    losses = model.compute_losses(batch, epoch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    if backward:
+        losses["total"].backward()
+    length = int(batch["mask"][0].sum())
+    proposals, inference = model.detect(torch.randn(length, batch["features"].shape[-1]), type(model).test_defaults)
+    assert inference.cas.shape == (length, batch["labels"].shape[1])
+    assert all(0 <= p.start < p.end <= length for p in proposals)
+    return proposals
+
+
 def assert_beats_trivial(run: dict[str, Any], margin: float, falling: str | None = None) -> None:
     """mAP@0.5 (index 4) and average mAP of a `run_synthetic` result beat the trivial detector's by
     `margin`; with `falling`, that training-loss term also ended below where it started."""

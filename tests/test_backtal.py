@@ -14,7 +14,7 @@ from wtal.models.backtal import BackTAL, BaSNet, affinity_conv1d, local_affinity
 from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.train import detect_videos, train_localizer
 
-from helpers import assert_beats_trivial, padded_and_alone, tiny_batch, tiny_items
+from helpers import assert_beats_trivial, assert_short_videos_work, padded_and_alone, tiny_batch, tiny_items
 
 SMALL = {"hidden": 32, "filter_hidden": 16}
 SMALL_BACKTAL = {**SMALL, "embed_hidden": 16}
@@ -164,14 +164,7 @@ def test_backtal_tolerates_batches_without_clicks_but_not_epochs():
 @pytest.mark.parametrize("lengths", [[1], [1, 3]])
 def test_very_short_videos(cls, lengths):
     torch.manual_seed(0)
-    model = _small(cls, 8, 3)
-    batch = _batch(lengths, 8, 3, clicks=((0,),))
-    losses = model.compute_losses(batch, 0)
-    assert all(torch.isfinite(v) for v in losses.values())
-    losses["total"].backward()
-    proposals, inference = model.detect(torch.randn(lengths[0], 8), cls.test_defaults)
-    assert inference.cas.shape == (lengths[0], 3)
-    assert all(0 <= p.start < p.end <= lengths[0] for p in proposals)
+    assert_short_videos_work(_small(cls, 8, 3), _batch(lengths, 8, 3, clicks=((0,),)))
 
 
 @pytest.mark.parametrize("cls", [BaSNet, BackTAL])

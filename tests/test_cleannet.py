@@ -13,7 +13,8 @@ from wtal.models.cleannet import CleanNet, contrast_scores, evaluate_proposals, 
 from wtal.models.train import train_localizer
 
 from helpers import (
-    assert_beats_trivial, assert_reload_identical, padded_and_alone, synthetic_run_fixture, tiny_batch, tiny_items,
+    assert_beats_trivial, assert_reload_identical, assert_short_videos_work, padded_and_alone,
+    synthetic_run_fixture, tiny_batch, tiny_items,
 )
 
 FAST = {"lr": 1e-2, "lr_step_videos": 10 ** 9}
@@ -208,13 +209,7 @@ def test_fit_step_divides_the_lr_every_n_videos():
 @pytest.mark.parametrize("lengths", [[1], [2], [1, 3]])
 def test_very_short_videos(lengths):
     torch.manual_seed(0)
-    model = CleanNet(8, 3, hidden=8)
-    losses = model.compute_losses(_batch(lengths, 8, 3), 2)
-    assert all(torch.isfinite(v) for v in losses.values())
-    losses["total"].backward()
-    proposals, inference = model.detect(torch.randn(lengths[0], 8), CleanNet.test_defaults)
-    assert inference.cas.shape == (lengths[0], 3)
-    assert proposals and all(0 <= p.start < p.end <= lengths[0] for p in proposals)
+    assert assert_short_videos_work(CleanNet(8, 3, hidden=8), _batch(lengths, 8, 3), epoch=2)
 
 
 @pytest.mark.parametrize("dim", [1, 3, 100])

@@ -12,7 +12,8 @@ from wtal.models.ecm import ECM, fold_aggregate
 from wtal.models.train import collate, train_localizer
 
 from helpers import (
-    assert_beats_trivial, assert_reload_identical, padded_and_alone, synthetic_run_fixture, tiny_batch, tiny_items,
+    assert_beats_trivial, assert_reload_identical, assert_short_videos_work, padded_and_alone,
+    synthetic_run_fixture, tiny_batch, tiny_items,
 )
 
 
@@ -88,14 +89,7 @@ def test_padding_does_not_change_outputs():
 @pytest.mark.parametrize("lengths", [[1], [2], [1, 3], [2, 9]])
 def test_very_short_videos(lengths):
     torch.manual_seed(0)
-    model = ECM(8, 3, hidden=16)
-    batch = tiny_batch(lengths, 8, 3)
-    losses = model.compute_losses(batch, 0)
-    assert all(torch.isfinite(v) for v in losses.values())
-    losses["total"].backward()
-    proposals, inference = model.detect(torch.randn(lengths[0], 8), ECM.test_defaults)
-    assert inference.cas.shape == (lengths[0], 3)
-    assert all(0 <= p.start < p.end <= lengths[0] for p in proposals)
+    assert_short_videos_work(ECM(8, 3, hidden=16), tiny_batch(lengths, 8, 3))
 
 
 @pytest.mark.parametrize("dim", [1, 3, 100])
