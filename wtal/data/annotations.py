@@ -8,6 +8,8 @@ one readable line instead of a traceback deep inside training or evaluation.
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import json
 import logging
 import math
@@ -24,7 +26,7 @@ TRAIN_SUBSET_CANDIDATES = ("training", "train", "validation", "val")
 WTALC_REQUIRED = ("videoname.npy", "subset.npy", "segments.npy", "labels.npy")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(WtalError, ValueError):
     """Invalid or unusable annotation input; the message names the file and the field."""
 
 

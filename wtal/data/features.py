@@ -16,6 +16,8 @@ resampled: `check_lengths` reports videos whose length disagrees with the annota
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import json
 import logging
 import math
@@ -37,7 +39,7 @@ PICKLE_REFUSAL = (
 )
 
 
-class FeatureError(ValueError):
+class FeatureError(WtalError, ValueError):
     """A feature file or folder that cannot be used; the message names the file and field."""
 
 

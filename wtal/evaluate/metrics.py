@@ -26,6 +26,8 @@ plain per-prediction loop, kept as the reference the tests and the benchmark com
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import itertools
 import logging
 import math
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIOUS = np.round(np.arange(0.1, 0.75, 0.1), 10)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(WtalError, ValueError):
     """Invalid detections or evaluation settings; the message names the input and field."""
 
 

@@ -16,6 +16,8 @@ always has its array); only the driver rewrites the manifest, under a file lock.
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import contextlib
 import datetime as _dt
 import fcntl
@@ -34,7 +36,7 @@ MARKER = "wtal-cache.json"
 FORMAT = "wtal-cache-v1"
 
 
-class CacheError(ValueError):
+class CacheError(WtalError, ValueError):
     """A cache directory or entry that cannot be used; names the file and field."""
 
 

@@ -23,6 +23,8 @@ the shorter side equals ``short_side`` (the longer side rounded half up), withou
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import logging
 import math
 import os
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("auto", "decord", "pyav")
 
 
-class DecodeError(RuntimeError):
+class DecodeError(WtalError, RuntimeError):
     """A video could not be opened or decoded; the message names the file and what failed."""
 
 

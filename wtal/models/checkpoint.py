@@ -6,6 +6,8 @@ settings, class names, feature width, snippet length and how the epoch was chose
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +21,7 @@ FORMAT = "wtal-checkpoint-v1"
 REQUIRED = ("format", "model", "feature_dim", "class_names", "hparams", "train_config", "test_config", "state_dict", "snippet_seconds")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WtalError, ValueError):
     """A checkpoint file that cannot be used; the message names the file and field."""
 
 

@@ -6,6 +6,8 @@ run in the calling process, on the device it is given.
 """
 from __future__ import annotations
 
+from wtal.errors import WtalError
+
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
-class PipelineError(RuntimeError):
+class PipelineError(WtalError, RuntimeError):
     """A stage that cannot start or finish; the message is one line for the user."""
 
 

@@ -1,0 +1,47 @@
+"""Small file helpers every writer shares: atomic writes and file hashing.
+
+`atomic_write` writes to a temporary file in the target's folder, fsyncs it and renames it over
+the target, so a reader (or a crash) sees either the old file or the whole new one, never a part;
+two writers never share a temporary name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Union
+
+Content = Union[bytes, str, Callable[[BinaryIO], Any]]
+
+
+def atomic_write(path: str | os.PathLike, content: Content) -> Path:
+    """Write `content` (bytes, text, or a callback given the open binary file) to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 1, sort_keys: bool = False) -> Path:
+    """`atomic_write` of `data` as JSON (UTF-8, trailing newline)."""
+    return atomic_write(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (streamed, constant memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
