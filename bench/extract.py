@@ -160,11 +160,11 @@ def naive_row(name: str, clips: list[str], settings: ExtractSettings, nets):
 def ray_extract(clips: list[str], settings: ExtractSettings, batch: int, workers: int):
     """extract_videos into a throwaway cache; returns (summary, seconds, features by clip)."""
     from wtal.extract.cache import FeatureCache
-    from wtal.pipeline.stages import extract_videos
+    from wtal.pipeline.extraction import extract_videos
 
     with tempfile.TemporaryDirectory(prefix="wtal-bench-cache-") as cache:
         summary, seconds = timed(lambda: extract_videos(clips, cache, settings, device="cpu", batch=batch,
-                                                        workers=workers, progress=False))
+                                                        workers=workers))
         if summary.failed:
             raise SystemExit(f"extraction failed: {summary.failed[0]['reason']}")
         store = FeatureCache(cache)

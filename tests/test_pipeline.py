@@ -127,7 +127,8 @@ def test_a_stage_failing_in_its_ray_task_raises_its_own_error(tmp_path):
     import ray
 
     from wtal.data.features import FeatureError
-    from wtal.pipeline.stages import run_stage_on_ray, train_stage
+    from wtal.pipeline.runtime import run_stage_on_ray
+    from wtal.pipeline.stages import train_stage
 
     missing = tmp_path / "no-features"
     try:
@@ -143,7 +144,7 @@ def test_fewer_videos_than_cpus_give_each_actor_several_threads(dataset, tmp_pat
     import ray
 
     from wtal.extract.features import ExtractSettings
-    from wtal.pipeline.stages import extract_videos
+    from wtal.pipeline.extraction import extract_videos
 
     _, video_dir, _ = dataset
     one = sorted(video_dir.glob("*.mp4"))[0]
@@ -151,7 +152,7 @@ def test_fewer_videos_than_cpus_give_each_actor_several_threads(dataset, tmp_pat
     if ray.is_initialized():
         ray.shutdown()
     try:
-        summary = extract_videos([str(one)], str(tmp_path / "cache"), settings, device="cpu", workers=2, progress=False)
+        summary = extract_videos([str(one)], str(tmp_path / "cache"), settings, device="cpu", workers=2)
     finally:
         ray.shutdown()
     assert (summary.done, summary.failed) == (1, [])

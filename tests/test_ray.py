@@ -22,7 +22,8 @@ import pytest
 from wtal.data.synthetic_videos import make_video_dataset
 from wtal.extract.cache import FeatureCache
 from wtal.extract.features import ExtractSettings
-from wtal.pipeline.stages import FAULT_DIR_ENV, extract_videos
+from wtal.pipeline.extraction import extract_videos
+from wtal.pipeline.faults import FAULT_DIR_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +93,7 @@ def reference(cluster, videos, tmp_path_factory):
     nodes, _ = cluster
     video_dir, _ = videos
     cache = tmp_path_factory.mktemp("reference") / "cache"
-    summary = extract_videos([str(video_dir)], str(cache), SETTINGS, device="cpu", ray_address=nodes.address,
-                             progress=False)
+    summary = extract_videos([str(video_dir)], str(cache), SETTINGS, device="cpu", ray_address=nodes.address)
     return cache, summary
 
 
@@ -132,7 +132,7 @@ def test_gpu_extraction_runs_one_process_per_gpu_on_every_node(cluster, videos, 
     nodes, _ = cluster
     video_dir, frames = videos
     summary = extract_videos([str(video_dir)], str(tmp_path / "cache"), SETTINGS, device="cuda",
-                             ray_address=nodes.address, progress=False)
+                             ray_address=nodes.address)
     records = summary.records
     assert sorted(r["video_id"] for r in records) == sorted(frames)
     assert {r["node"] for r in records} == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -152,8 +152,7 @@ def test_worker_killed_mid_task_is_retried_with_identical_features(cluster, vide
     marker = fault_dir / victim
     marker.touch()
     cache = tmp_path / "cache"
-    summary = extract_videos([str(video_dir)], str(cache), SETTINGS, device="cpu", ray_address=nodes.address,
-                             progress=False)
+    summary = extract_videos([str(video_dir)], str(cache), SETTINGS, device="cpu", ray_address=nodes.address)
     assert not marker.exists(), "the first attempt never reached the fault"
     assert (summary.done, summary.failed) == (4, [])
     ref_cache, _ = reference
@@ -185,8 +184,7 @@ def test_changed_weights_recompute_only_their_entries_and_gc_drops_the_old(clust
         shutil.copy(video_dir / f"{vid}.mp4", subset)
     before = manifest(cache)
     settings = replace(SETTINGS, i3d_rgb=str(checkpoint))
-    summary = extract_videos([str(subset)], str(cache), settings, device="cpu", ray_address=nodes.address,
-                             progress=False)
+    summary = extract_videos([str(subset)], str(cache), settings, device="cpu", ray_address=nodes.address)
     assert (summary.done, summary.skipped, summary.failed) == (2, 0, [])
     after = manifest(cache)
     assert {vid for vid in frames if after[vid] != before[vid]} == set(changed)
@@ -196,8 +194,7 @@ def test_changed_weights_recompute_only_their_entries_and_gc_drops_the_old(clust
     assert FeatureCache(cache).gc()[0] == 4  # the two replaced arrays and their records
     assert entry_files(cache) == sorted(f"{key}.{ext}" for key in after.values() for ext in ("json", "npy"))
     assert FeatureCache(cache).verify() == []
-    again = extract_videos([str(subset)], str(cache), settings, device="cpu", ray_address=nodes.address,
-                           progress=False)
+    again = extract_videos([str(subset)], str(cache), settings, device="cpu", ray_address=nodes.address)
     assert (again.done, again.skipped) == (0, 2)
 
 

@@ -51,33 +51,37 @@ def _report_extract(summary, cache: str) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .stages import extract_videos
+    from .extraction import extract_videos
+    from .progress import TqdmHook
 
     summary = extract_videos(args.inputs, args.cache, _extract_settings(args), device=args.device, batch=args.batch,
-                             ray_address=args.ray_address, workers=args.workers)
+                             ray_address=args.ray_address, workers=args.workers, hook=TqdmHook())
     return _report_extract(summary, args.cache)
 
 
 def cmd_train(args) -> int:
+    from .runtime import set_threads
     from .stages import train_stage
 
+    set_threads(args.device)
     result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
                          seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
                          train_subset=args.train_subset, snippet_seconds=args.snippet_seconds,
                          allow_pickle=args.allow_pickle, standardize=args.standardize)
-    last = result["history"][-1] if result["history"] else {}
-    print(f"trained {args.model} on {result['num_train_videos']} videos; final loss {last.get('total', float('nan')):.4f}; "
-          f"checkpoint: {result['selection']}; wrote {Path(args.out) / 'checkpoint.pt'}")
+    print(f"trained {args.model} on {result.num_train_videos} videos; final loss {result.final_loss:.4f}; "
+          f"checkpoint: {result.selection}; wrote {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
 
 def cmd_detect(args) -> int:
+    from .runtime import set_threads
     from .stages import detect_stage
 
+    set_threads(args.device)
     info = detect_stage(args.features, args.checkpoint, args.out, subset=args.subset, device=args.device,
                         annotations=args.annotations, snippet_seconds=args.snippet_seconds, sets=_sets(args.set),
                         allow_pickle=args.allow_pickle)
-    print(f"wrote {info['detections']} detections for {info['videos']} videos to {args.out}")
+    print(f"wrote {info.detections} detections for {info.videos} videos to {args.out}")
     return 0
 
 
@@ -106,7 +110,10 @@ def cmd_evaluate(args) -> int:
 
 def cmd_run(args) -> int:
     """Extract on Ray actors, train and detect as Ray tasks, evaluate here."""
-    from .stages import detect_stage, extract_videos, run_stage_on_ray, train_stage
+    from .extraction import extract_videos
+    from .progress import TqdmHook
+    from .runtime import run_stage_on_ray
+    from .stages import detect_stage, train_stage
     from ..evaluate.reports import evaluate_files, format_table, write_json
 
     out = Path(args.out).resolve()
@@ -114,18 +121,19 @@ def cmd_run(args) -> int:
     annotations = str(Path(args.annotations).resolve())
     clicks = [str(Path(c).resolve()) for c in args.clicks] if args.clicks else None
     ray_options = {"device": args.device, "ray_address": args.ray_address, "workers": args.workers}
-    summary = extract_videos([args.video_dir], cache, _extract_settings(args), batch=args.batch, **ray_options)
+    summary = extract_videos([args.video_dir], cache, _extract_settings(args), batch=args.batch, hook=TqdmHook(),
+                             **ray_options)
     status = _report_extract(summary, cache)
     result, where = run_stage_on_ray(train_stage, **ray_options, features=cache, annotations=annotations,
                                      model=args.model, out=str(out / "run"), clicks=clicks, epochs=args.epochs,
                                      seed=args.seed, sets=_sets(args.set), val_fraction=args.val_fraction,
                                      standardize=args.standardize, progress=False)
-    print(f"trained {args.model} on {result['num_train_videos']} videos in a Ray task (node {where['node'][:8]}, "
+    print(f"trained {args.model} on {result.num_train_videos} videos in a Ray task (node {where['node'][:8]}, "
           f"pid {where['pid']})")
     det = out / "detections.json"
     info, where = run_stage_on_ray(detect_stage, **ray_options, features=cache, checkpoint=str(out / "run"),
                                    out=str(det), annotations=annotations)
-    print(f"wrote {info['detections']} detections for {info['videos']} videos in a Ray task (pid {where['pid']})")
+    print(f"wrote {info.detections} detections for {info.videos} videos in a Ray task (pid {where['pid']})")
     report = evaluate_files(det, args.annotations)
     print(format_table(report))
     write_json(report, out / "report.json")

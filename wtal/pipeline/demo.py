@@ -67,7 +67,10 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     from ..models.train import detect_videos
     from ..postprocess.detections import whole_video_results, write_detections
     from ..data.features import open_features
-    from .stages import checkpoint_items, extract_videos, train_stage
+    from .extraction import extract_videos
+    from .progress import TqdmHook
+    from .runtime import set_threads
+    from .stages import checkpoint_items, train_stage
 
     out_dir = Path(out)
     start = time.perf_counter()
@@ -85,7 +88,8 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
                                                  duration=(8.0, 11.0), seed=0)
     print("2/5 extracting features (decode -> TV-L1 -> I3D) on Ray actors ...")
     cache = out_dir / "cache"
-    summary = extract_videos([str(video_dir)], str(cache), DEMO_SETTINGS, device=device, batch=8, workers=workers)
+    summary = extract_videos([str(video_dir)], str(cache), DEMO_SETTINGS, device=device, batch=8, workers=workers,
+                             hook=TqdmHook())
     print(f"    {summary.done} extracted, {summary.skipped} cached, {len(summary.failed)} failed; "
           f"{summary.fps:.1f} frames/s")
     if summary.failed:
@@ -93,6 +97,7 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
         return 1
     print(f"3/5 training ECM ({DEMO_TRAIN['epochs']} epochs) ...")
     run_dir = out_dir / "run"
+    set_threads(dev)
     train_stage(str(cache), str(ann_path), "ecm", str(run_dir), epochs=DEMO_TRAIN["epochs"], seed=DEMO_TRAIN["seed"],
                 device=device, sets=DEMO_TRAIN["sets"], standardize=DEMO_TRAIN["standardize"], progress=True)
     print("4/5 detecting on the test split ...")

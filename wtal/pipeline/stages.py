@@ -1,309 +1,46 @@
-"""The pipeline's stages: extract (a pool of Ray actors), train, detect, evaluate.
+"""The train and detect stages: file I/O around the training recipe of `wtal.models`.
 
-Stages are plain functions; `extract_videos` hands videos to a pool of Ray actors with declared
-resources, so the same code runs on the embedded local Ray and on a cluster. Train and detect
-run in the calling process, on the device it is given.
+Both are plain functions over paths, so `wtal train` / `wtal detect` run them in-process and
+`wtal run` runs them as Ray tasks (`wtal.pipeline.runtime.run_stage_on_ray`); each returns a
+small result record.
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import json
 import logging
-import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from ..extract.cache import FeatureCache, entry_key, file_sha256
-from ..extract.features import ExtractSettings
+from . import PipelineError
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
+@dataclass
+class TrainResult:
+    """What `train_stage` did: the run folder, how the checkpoint's epoch was chosen, the loss history."""
 
-class PipelineError(WtalError, RuntimeError):
-    """A stage that cannot start or finish; the message is one line for the user."""
+    run: str
+    model: str
+    selection: str
+    history: list[dict[str, float]]
+    num_train_videos: int
+    num_val_videos: int
 
-
-# ---------------------------------------------------------------------------- extract
-def collect_videos(inputs: list[str]) -> dict[str, Path]:
-    """video_id -> path for files and folders given on the command line.
-
-    Two inputs with the same id (file name without extension) are an error.
-    """
-    from ..extract.decode import video_id
-
-    found: dict[str, Path] = {}
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-        elif path.is_file():
-            files = [path]
-        else:
-            raise PipelineError(f"{path}: no such file or directory")
-        for f in files:
-            vid = video_id(f)
-            if vid in found and found[vid].resolve() != f.resolve():
-                raise PipelineError(f"video id {vid!r} is given twice: {found[vid]} and {f}")
-            found[vid] = f
-    if not found:
-        raise PipelineError(f"no videos found in {', '.join(inputs)} (extensions: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return found
-
-
-FAULT_DIR_ENV = "WTAL_EXTRACT_FAULT_DIR"
-EXTRACT_RETRIES = 3  # attempts after a worker dies mid-video
-
-
-def _crash_if_marked(video_id: str) -> None:
-    """Fault injection for tests of retries: kill this worker process in the middle of a video.
-
-    When the environment variable `WTAL_EXTRACT_FAULT_DIR` names a directory that holds a file
-    named after the video id, the task deletes that file (so only one attempt crashes, whichever
-    process claims it) and ends its process at once with `os._exit(1)`, as a segfault or an OOM
-    kill would: nothing is cleaned up and Ray sees a dead worker. Unset, this does nothing.
-    """
-    fault_dir = os.environ.get(FAULT_DIR_ENV)
-    if not fault_dir:
-        return
-    try:
-        os.unlink(os.path.join(fault_dir, video_id))
-    except FileNotFoundError:
-        return
-    log.warning("%s: fault injected by %s, killing worker %d", video_id, FAULT_DIR_ENV, os.getpid())
-    os._exit(1)
-
-
-def _where() -> dict[str, Any]:
-    """Which Ray node, process, GPUs and torch threads run this (for logs and tests of the scheduling)."""
-    import ray
-    import torch
-
-    where = {"node": None, "pid": os.getpid(), "gpus": [], "threads": torch.get_num_threads()}
-    if ray.is_initialized():
-        where["node"] = ray.get_runtime_context().get_node_id()
-        where["gpus"] = [str(g) for g in ray.get_gpu_ids()]
-    return where
-
-
-class ExtractWorker:
-    """Ray actor that extracts videos into the cache one after another in one process.
-
-    A long-lived process keeps I3D loaded across videos and keeps the device Ray gave it: Ray
-    runs each GPU *task* in a fresh process (paying CUDA and model start-up per video), or, when
-    told to reuse workers, may hand a process whose CUDA context is bound to one GPU a task
-    scheduled on another. The Extractor is built on the first video, inside its try, so a bad
-    setting (an unreadable checkpoint) becomes a per-video failure record, not a dead actor.
-    `threads` is the number of CPUs the actor reserved.
-    """
-
-    def __init__(self, settings: ExtractSettings, key_fields: dict, cache_root: str, device: str, batch: int,
-                 threads: int = 1):
-        from .runtime import limit_threads
-
-        limit_threads(threads)
-        self.settings, self.key_fields, self.device, self.batch = settings, key_fields, device, batch
-        self.cache = FeatureCache(cache_root)
-        self.extractor = None
-
-    def extract(self, path: str, video_id: str, key: str) -> dict[str, Any]:
-        """Extract one video into the cache; failures become records.
-
-        The entry is written atomically (see wtal.extract.cache), so an actor killed at any point
-        leaves no partial entry and the retry recomputes the same features. The returned record
-        also holds `frames`, `seconds`, and the `node`, `pid`, `gpus` (Ray GPU ids) and
-        `threads` that ran it.
-        """
-        from ..extract.features import Extractor
-
-        start = time.perf_counter()
-        frames = 0
-
-        def count(n: int) -> None:
-            nonlocal frames
-            frames += n
-            _crash_if_marked(video_id)
-
-        try:
-            if self.extractor is None:
-                self.extractor = Extractor(self.settings, device=self.device, batch=self.batch)
-            features = self.extractor.extract(path, on_frames=count)
-            record = self.cache.put(key, video_id, features, self.key_fields, path)
-        except Exception as exc:  # one bad video never stops the others: it is recorded instead
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            record = self.cache.put_failure(key, video_id, reason, self.key_fields, path)
-        record["frames"] = frames
-        record["seconds"] = time.perf_counter() - start
-        record.update(_where())
-        return record
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1].get("total", float("nan")) if self.history else float("nan")
 
 
 @dataclass
-class ExtractSummary:
-    """Outcome of `extract_videos`: counts, the task records and throughput (frames / wall s)."""
+class DetectResult:
+    """What `detect_stage` wrote: the detections file, the subset and the counts."""
 
-    total: int
-    done: int
-    skipped: int
-    failed: list[dict] = field(default_factory=list)
-    frames: int = 0
-    seconds: float = 0.0
-    records: list[dict] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-
-def _wants_gpu(device: str, ray_address: str | None, workers: int | None) -> bool:
-    """Whether extraction tasks run on CUDA: the local device, or on a cluster its GPU resources.
-
-    `device="auto"` with a cluster address (or RAY_ADDRESS, see `init_ray`) joins the cluster to
-    ask (the flow backend, and so the cache keys, depend on the answer).
-    """
-    from ..device import resolve_device
-
-    if not (ray_address or os.environ.get("RAY_ADDRESS")):
-        return resolve_device(device).type == "cuda"
-    if device != "auto":
-        return str(device).startswith("cuda")
-    from .runtime import init_ray
-
-    return init_ray(ray_address, workers).cluster_resources().get("GPU", 0) > 0
-
-
-def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto", batch: int = 8,
-                   ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> ExtractSummary:
-    """Extract every video not yet in the cache under `settings` on a pool of Ray actors.
-
-    One `ExtractWorker` per GPU of the cluster on CUDA (each declares 1 GPU for flow and I3D and
-    1 CPU for decoding), else one per CPU; Ray spreads them over the nodes, so every node's GPUs
-    (or CPUs) work. With fewer videos than CPUs, each CPU actor takes several CPUs (no more than
-    a node has) and as many threads, so a single video still uses the machine. Each actor gets
-    the next video as soon as it is done with one. An actor whose process dies mid-video is
-    restarted and the video retried (`EXTRACT_RETRIES` times); only the driver updates the
-    manifest, after each finished video, so a killed run loses no finished video and a re-run
-    skips them. Ray is not started when every video is cached.
-    """
-    videos = collect_videos(inputs)
-    cache = FeatureCache(cache_root, create=True)
-    use_gpu = _wants_gpu(device, ray_address, workers)
-    key_fields = settings.key_fields("cuda" if use_gpu else "cpu")
-    keys, todo = {}, []
-    for vid, path in videos.items():
-        keys[vid] = entry_key(file_sha256(path), key_fields)
-        if not cache.has_ok(keys[vid]):
-            todo.append(vid)
-    skipped = len(videos) - len(todo)
-    if skipped:
-        cache.update_manifest({vid: keys[vid] for vid in videos if vid not in todo})
-    summary = ExtractSummary(total=len(videos), done=0, skipped=skipped)
-    if not todo:
-        return summary
-    from .runtime import init_ray
-
-    ray = init_ray(ray_address, workers)
-    task_device = "cuda" if use_gpu else "cpu"
-    slots = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
-    if slots < 1:
-        raise PipelineError(f"the Ray cluster has no {'GPU' if use_gpu else 'CPU'} to extract on")
-    count = min(slots, len(todo))
-    threads = 1
-    if not use_gpu:
-        node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
-        threads = max(1, min(slots // count, node_cpus))
-    worker_class = ray.remote(ExtractWorker).options(
-        num_cpus=threads, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
-        scheduling_strategy="SPREAD")
-    root = str(Path(cache_root).resolve())
-    actors = [worker_class.remote(settings, key_fields, root, task_device, batch, threads) for _ in range(count)]
-    queue = list(reversed(todo))
-    pending: dict[Any, tuple[str, Any]] = {}
-
-    def submit(actor) -> None:
-        vid = queue.pop()
-        pending[actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid])] = (vid, actor)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="extract", unit="video")
-    start = time.perf_counter()
-    try:
-        for actor in actors:
-            if queue:
-                submit(actor)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            vid, actor = pending.pop(ready[0])
-            try:
-                record = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # e.g. the actor died on every attempt (a decoder crash)
-                detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-                reason = f"{type(exc).__name__} after {EXTRACT_RETRIES} retries: {detail}"
-                record = cache.put_failure(keys[vid], vid, reason, key_fields, str(videos[vid].resolve()))
-            if queue:
-                submit(actor)  # a restarted actor takes the next video too
-            cache.update_manifest({vid: record["key"]})
-            summary.records.append(record)
-            summary.frames += record.get("frames", 0)
-            if record["status"] == "ok":
-                summary.done += 1
-            else:
-                summary.failed.append(record)
-                log.warning("%s failed: %s", vid, record["reason"])
-            summary.seconds = time.perf_counter() - start
-            if bar:
-                bar.set_postfix(fps=f"{summary.fps:.1f}", failed=len(summary.failed))
-                bar.update()
-    finally:
-        if bar:
-            bar.close()
-        for actor in actors:
-            ray.kill(actor)
-    return summary
-
-
-# ---------------------------------------------------------------------- stages as tasks
-def _stage_task(stage, kwargs: dict) -> tuple[Any, dict[str, Any]]:
-    """Body of a stage's Ray task: the stage's result and where it ran.
-
-    Ray pins a 1-CPU task to one thread (OMP_NUM_THREADS=1); a CPU stage gets half its node's
-    cores for torch instead, as in-process runs do.
-    """
-    import torch
-
-    _cpu_threads(torch.device(kwargs["device"]), honour_omp=False)
-    return stage(**kwargs), _where()
-
-
-def run_stage_on_ray(stage, device: str = "auto", ray_address: str | None = None, workers: int | None = None,
-                     **kwargs) -> tuple[Any, dict[str, Any]]:
-    """Run `stage(device=..., **kwargs)` (train or detect) as one Ray task; returns (result, where).
-
-    The task declares 1 GPU when the stage runs on CUDA (on a cluster: when `device` allows it and
-    the cluster has GPUs), else 1 CPU. Files are passed by path, so on a cluster they must be on
-    a shared file system, like the cache. An error of the stage is raised again as itself.
-    """
-    from .runtime import init_ray
-
-    ray = init_ray(ray_address, workers)
-    use_gpu = _wants_gpu(device, ray_address, workers)
-    remote = ray.remote(_stage_task).options(num_cpus=1, num_gpus=(1 if use_gpu else 0), max_retries=0)
-    kwargs["device"] = "cuda" if use_gpu else "cpu"
-    try:
-        return ray.get(remote.remote(stage, kwargs))
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(getattr(exc, "cause", None), Exception):
-            raise exc.cause from None
-        raise
+    out: str
+    subset: str | None
+    videos: int
+    detections: int
 
 
 # ------------------------------------------------------------------------------ train
@@ -315,15 +52,6 @@ def _open_inputs(features_path: str, annotations_path: str, snippet_seconds: flo
     names = annotations_path if Path(annotations_path).is_dir() else None
     return (open_features(features_path, snippet_seconds, allow_pickle=allow_pickle, video_names=names),
             load_annotations(annotations_path, allow_pickle=allow_pickle))
-
-
-def _cpu_threads(device, honour_omp: bool = True) -> None:
-    """On CPU use half the cores for torch (two threads on a 2-core host stall each other),
-    unless OMP_NUM_THREADS says otherwise and `honour_omp`."""
-    import torch
-
-    if device.type == "cpu" and not (honour_omp and "OMP_NUM_THREADS" in os.environ):
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
 def _items(ann, features, subset: str, clicks: dict | None = None):
@@ -347,7 +75,7 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
                 epochs: int | None = None, seed: int = 0, device: str = "auto", sets: dict[str, str] | None = None,
                 val_fraction: float = 0.0, train_subset: str | None = None, snippet_seconds: float | None = None,
                 annotator: str | None = None, progress: bool = True, allow_pickle: bool = False,
-                standardize: bool = False) -> dict[str, Any]:
+                standardize: bool = False) -> TrainResult:
     """Train a localizer and write RUN/checkpoint.pt and RUN/train_log.json.
 
     `standardize` z-scores every feature dimension with statistics of the training videos
@@ -386,7 +114,6 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
         click_map = load_clicks(files[0])
     hparams, train_cfg, test_cfg = split_settings(cls, sets)
     dev = resolve_device(device)
-    _cpu_threads(dev)
     items = _items(ann, feats, train_subset, click_map)
     val_items = []
     if val_fraction > 0:
@@ -439,7 +166,7 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
                 "num_train_videos": len(items), "num_val_videos": len(val_items), "seed": seed,
                 "standardize": standardize}
     (Path(out) / "train_log.json").write_text(json.dumps(log_data, indent=1))
-    return log_data
+    return TrainResult(str(out), model, selection, history, len(items), len(val_items))
 
 
 # ----------------------------------------------------------------------------- detect
@@ -455,7 +182,7 @@ def checkpoint_items(items: list, payload: dict) -> list:
 
 def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = None, device: str = "auto",
                  annotations: str | None = None, snippet_seconds: float | None = None,
-                 sets: dict[str, str] | None = None, allow_pickle: bool = False) -> dict[str, Any]:
+                 sets: dict[str, str] | None = None, allow_pickle: bool = False) -> DetectResult:
     """Run a trained localizer over a subset's videos (all feature videos without annotations)."""
     from ..data.features import open_features
     from ..device import resolve_device
@@ -464,7 +191,6 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
     from ..postprocess.detections import write_detections
 
     dev = resolve_device(device)
-    _cpu_threads(dev)
     net, payload = load_checkpoint(checkpoint, dev)
     info = payload.get("info", {})
     test_cfg = dict(payload["test_config"])
@@ -493,4 +219,4 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
     write_detections(out, results, {"used": True, "details": "features + wtal " + payload["model"],
                                     "checkpoint": str(Path(checkpoint).resolve()), "subset": subset,
                                     "selection": info.get("selection")})
-    return {"videos": len(items), "detections": sum(len(r) for r in results.values()), "subset": subset}
+    return DetectResult(str(out), subset, len(items), sum(len(r) for r in results.values()))
