@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..postprocess.proposals import minmax_normalise
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, register, topk_count, topk_mean, video_label_loss
 
 
@@ -121,7 +121,7 @@ class BaSNet(Localizer):
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.7,
-        "max_detections": 200,
+        **POSTPROCESS_DEFAULTS,
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,

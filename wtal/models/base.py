@@ -6,7 +6,8 @@ flat groups of settings, each with the paper's defaults, are declared per method
 
 - constructor keyword arguments (architecture and loss weights),
 - `train_defaults` (optimiser, batch, epochs, sampled length T),
-- `test_defaults` (class rejection, CAS thresholds, OIC, NMS).
+- `test_defaults` (class rejection, CAS thresholds, OIC, NMS, and the post-processing
+  conventions of `wtal.postprocess.proposals.POSTPROCESS_DEFAULTS`).
 
 `--set key=value` on the command line addresses any of them by name (`split_settings`).
 """
@@ -21,12 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..postprocess.proposals import (
-    Proposal,
-    cas_proposals,
-    per_class_nms,
-    threshold_range,
-)
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS, Proposal, cas_detections
 
 REGISTRY: dict[str, type["Localizer"]] = {}
 
@@ -87,7 +83,7 @@ class Localizer(nn.Module):
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.5,
-        "max_detections": 200,
+        **POSTPROCESS_DEFAULTS,
     }
 
     def __init__(self, feature_dim: int, num_classes: int):
@@ -142,17 +138,9 @@ class Localizer(nn.Module):
 
     @torch.no_grad()
     def detect(self, features: torch.Tensor, cfg: dict[str, Any]) -> tuple[list[Proposal], Inference]:
-        """Scored proposals in snippet units for one video, after per-class NMS."""
+        """Scored proposals in snippet units for one video, after per-class NMS (`cas_detections`)."""
         inference = self.infer(features)
-        proposals = cas_proposals(
-            inference.cas,
-            inference.video_scores,
-            class_threshold=cfg["class_threshold"],
-            thresholds=threshold_range(*cfg["cas_thresholds"]),
-            outer_ratio=cfg["oic_outer_ratio"],
-            class_weight=cfg["oic_class_weight"],
-        )
-        return per_class_nms(proposals, cfg["nms_threshold"], cfg.get("max_detections")), inference
+        return cas_detections(inference.cas, inference.video_scores, cfg), inference
 
 
 # --------------------------------------------------------------------------- settings

@@ -66,7 +66,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..postprocess.proposals import Proposal, per_class_nms
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS, Proposal, select_classes, suppress
 from .base import Inference, Localizer, register, video_label_loss
 
 
@@ -146,7 +146,9 @@ class CleanNet(Localizer):
     test_defaults = {
         "class_threshold": 0.1,
         "nms_threshold": 0.4,
-        "max_detections": 200,
+        "class_fallback": "top",
+        "nms_overlap": POSTPROCESS_DEFAULTS["nms_overlap"],
+        "max_detections": POSTPROCESS_DEFAULTS["max_detections"],
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 256, anchors: tuple = (1, 2, 4, 8, 16, 32),
@@ -308,9 +310,7 @@ class CleanNet(Localizer):
         self.eval()
         out = self(features.unsqueeze(0))
         inference = self._inference(out)
-        classes = np.flatnonzero(inference.video_scores >= cfg["class_threshold"])
-        if classes.size == 0:
-            classes = np.array([int(np.argmax(inference.video_scores))])
+        classes = select_classes(inference.video_scores, cfg["class_threshold"], cfg.get("class_fallback", "top"))
         keep = out["confidence"].reshape(-1) > 0
         if not keep.any():
             keep = torch.ones_like(keep)
@@ -322,4 +322,4 @@ class CleanNet(Localizer):
         for c in classes:
             sc = scores[c].float().cpu().numpy()
             proposals.extend(Proposal(int(c), float(v), float(a), float(b)) for v, a, b in zip(sc, s_np, e_np))
-        return per_class_nms(proposals, cfg["nms_threshold"], cfg.get("max_detections")), inference
+        return suppress(proposals, cfg), inference

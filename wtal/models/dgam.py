@@ -55,7 +55,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..postprocess.proposals import Proposal, group_runs, per_class_nms
+from ..postprocess.proposals import (
+    POSTPROCESS_DEFAULTS,
+    Proposal,
+    gaussian_smooth as smooth_signal,
+    group_runs,
+    select_classes,
+    suppress,
+)
 from .base import Inference, Localizer, masked_mean, register, video_label_loss
 
 
@@ -153,7 +160,10 @@ class DGAM(Localizer):
         "upsample_scale": 20,
         "outer_weight": 0.3,
         "nms_threshold": 0.5,
-        "max_detections": 200,
+        "class_fallback": "top",
+        "threshold_smoothing": 0.0,
+        "nms_overlap": POSTPROCESS_DEFAULTS["nms_overlap"],
+        "max_detections": POSTPROCESS_DEFAULTS["max_detections"],
     }
 
     def __init__(self, feature_dim: int, num_classes: int, two_stream: bool = True, attention_hidden: int = 256,
@@ -335,9 +345,9 @@ class DGAM(Localizer):
         proposals = []
         for s, o in enumerate(outs):
             probs = o["probs"]
-            classes = np.flatnonzero(probs >= cfg["class_threshold"])
+            classes = select_classes(probs, cfg["class_threshold"], cfg.get("class_fallback", "top"))
             if classes.size == 0:
-                classes = np.array([int(np.argmax(probs))])
+                continue
             att = o["attention"][:, None]
             wtcam = att * o["tcam"]
             if len(outs) == 2:
@@ -348,9 +358,10 @@ class DGAM(Localizer):
             up_w, up_s = upsample(wtcam[:, classes], scale), upsample(score[:, classes], scale)
             up_a = upsample(att, scale)[:, 0]
             signal = cfg["cas_mix"] * up_w + (1 - cfg["cas_mix"]) * (up_a * up_a)[:, None]
+            signal = smooth_signal(signal, float(cfg.get("threshold_smoothing", 0.0)))
             for j, c in enumerate(classes):
                 runs = dgam_segment_proposals(signal[:, j], up_s[:, j], float(cfg["attention_thresholds"][s]),
                                               float(cfg["outer_weight"]), scale)
                 for start, end, sc in runs:
                     proposals.append(Proposal(int(c), sc, start, end))
-        return per_class_nms(proposals, cfg["nms_threshold"], cfg.get("max_detections")), inference
+        return suppress(proposals, cfg), inference

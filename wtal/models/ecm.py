@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..postprocess.proposals import minmax_normalise
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, TemporalConvHead, register, topk_count, topk_mean, video_label_loss
 
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the public code
@@ -76,7 +76,7 @@ class ECM(Localizer):
         "oic_outer_ratio": 0.4,
         "oic_class_weight": 0.15,
         "nms_threshold": 0.6,
-        "max_detections": 200,
+        **POSTPROCESS_DEFAULTS,
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5, topk_ratio: int = 8,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..postprocess.proposals import minmax_normalise
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, TemporalConvHead, register, topk_count, topk_mean, video_label_loss
 
 
@@ -23,7 +23,7 @@ class MIL(Localizer):
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.5,
-        "max_detections": 200,
+        **POSTPROCESS_DEFAULTS,
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5, topk_ratio: int = 8):

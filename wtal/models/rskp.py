@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..postprocess.proposals import POSTPROCESS_DEFAULTS
 from .base import Inference, Localizer, masked_mean, register, topk_count, topk_mean, video_label_loss
 
 
@@ -96,7 +97,7 @@ class RSKP(Localizer):
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.0,
         "nms_threshold": 0.5,
-        "max_detections": 200,
+        **POSTPROCESS_DEFAULTS,
     }
 
     def __init__(self, feature_dim: int, num_classes: int, embed_dim: int | None = None, dropout: float = 0.6,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..postprocess.detections import proposals_to_results
-from ..postprocess.proposals import to_seconds
+from ..postprocess.proposals import VIDEO_SNIPPET_SECONDS, to_seconds
 from .base import Localizer
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def detect_videos(
     results, inferences = {}, {}
     for it in items:
         feats = torch.from_numpy(np.ascontiguousarray(it.features, dtype=np.float32)).to(device)
-        proposals, inference = model.detect(feats, cfg)
+        proposals, inference = model.detect(feats, {**cfg, VIDEO_SNIPPET_SECONDS: snippet_seconds})
         duration = it.duration if it.duration is not None else len(it.features) * snippet_seconds
         results[it.video_id] = proposals_to_results(to_seconds(proposals, snippet_seconds, duration), class_names)
         inferences[it.video_id] = inference

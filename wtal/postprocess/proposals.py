@@ -2,7 +2,26 @@
 
 Shared by every localizer: class rejection, multi-threshold grouping of snippets, the
 outer-inner-contrast (OIC) score and per-class NMS. All functions are pure and work on snippet
-indices; `to_seconds` converts at the end.
+indices; `to_seconds` converts at the end with the video's own seconds per snippet.
+
+The conventions in which the methods' official code differs are named test settings
+(`POSTPROCESS_DEFAULTS`, today's behaviour as defaults), applied by `cas_detections`:
+
+- `class_fallback`: "none" (no detections when no class passes `class_threshold`) or "top" (the
+  top-scoring class then);
+- `cas_upsample`: "1" (none), a factor such as "24" (BaS-Net) or "frames" (the video's frames per
+  snippet, official ECM / BackTAL): the CAS is linearly interpolated (half-pixel centres) before
+  thresholding, and positions on that axis are mapped back to fractional snippets;
+- `threshold_smoothing`: sigma (positions of that axis) of a Gaussian applied to the signal that
+  is thresholded (DGAM on ActivityNet); 0 = off;
+- `oic_signal`: "raw" (today) or "thresholded" (values below the threshold zeroed before the
+  inner and outer means, as the official ECM, BackTAL and BaS-Net code does);
+- `end_extension` / `min_run_length`: proposals one position longer at the end with that
+  position in the inner mean, and runs shorter than the minimum dropped (RSKP: 1 and 2);
+- `class_score`: "weighted" (`oic_class_weight` x video score) or "constant" (`oic_class_weight`
+  for every selected class: BaS-Net binarises the score);
+- `nms_overlap`: see `wtal.postprocess.nms` ("tiou", "tiou_plus_one" in seconds, "over_lower");
+- `max_detections`: None (no cap) or the number of best detections kept per video.
 """
 from __future__ import annotations
 
@@ -10,7 +29,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .nms import nms
+from .nms import NMS_OVERLAPS, nms
+
+POSTPROCESS_DEFAULTS: dict = {
+    "class_fallback": "none",
+    "cas_upsample": "1",
+    "threshold_smoothing": 0.0,
+    "oic_signal": "raw",
+    "end_extension": 0,
+    "min_run_length": 1,
+    "class_score": "weighted",
+    "nms_overlap": "tiou",
+    "max_detections": None,
+}
+# per-video entries `detect_videos` adds to the test config of each video (never user settings)
+VIDEO_SNIPPET_SECONDS = "video_snippet_seconds"
+VIDEO_FRAMES_PER_SNIPPET = "video_frames_per_snippet"
+CLASS_FALLBACKS = ("none", "top")
+OIC_SIGNALS = ("raw", "thresholded")
+CLASS_SCORES = ("weighted", "constant")
 
 
 @dataclass(frozen=True)
@@ -54,6 +91,73 @@ def oic_score(signal: np.ndarray, start: int, end: int, outer_ratio: float) -> f
     return inner - outer
 
 
+def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
+    value = str(cfg.get(key, POSTPROCESS_DEFAULTS[key]))
+    if value not in choices:
+        raise ValueError(f"{key}={value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+def select_classes(video_scores: np.ndarray, threshold: float, fallback: str = "none") -> np.ndarray:
+    """Indices of the classes whose video score is >= `threshold`; with `fallback="top"` the
+    top-scoring class when none passes (DGAM, CleanNet), with "none" no class."""
+    if fallback not in CLASS_FALLBACKS:
+        raise ValueError(f"class_fallback={fallback!r}: choose one of {', '.join(CLASS_FALLBACKS)}")
+    scores = np.asarray(video_scores, dtype=np.float64).reshape(-1)
+    classes = np.flatnonzero(scores >= threshold)
+    if classes.size == 0 and fallback == "top" and scores.size:
+        classes = np.array([int(np.argmax(scores))])
+    return classes
+
+
+def upsample_linear(x: np.ndarray, length: int) -> np.ndarray:
+    """(T, ...) linearly resized to (length, ...) along axis 0 with half-pixel centres (as an
+    image resize does): position j samples source coordinate (j + 0.5) T / length - 0.5."""
+    x = np.asarray(x, dtype=np.float64)
+    T = x.shape[0]
+    pos = np.clip((np.arange(length) + 0.5) * T / length - 0.5, 0.0, T - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, T - 1)
+    w = (pos - lo).reshape((-1,) + (1,) * (x.ndim - 1))
+    return x[lo] * (1 - w) + x[hi] * w
+
+
+def upsample_length(T: int, setting, frames_per_snippet: float | None) -> int:
+    """Length of the thresholding axis for `cas_upsample` = "1", a factor, or "frames"."""
+    text = str(setting).strip()
+    if text == "frames":
+        if frames_per_snippet is None or not frames_per_snippet > 0:
+            raise ValueError("cas_upsample=frames needs the video's frames per snippet (its time base)")
+        factor = float(frames_per_snippet)
+    else:
+        try:
+            factor = float(text)
+        except ValueError:
+            raise ValueError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'") from None
+        if not factor >= 1:
+            raise ValueError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'")
+    return max(T, round(T * factor))
+
+
+def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian filter along axis 0 (radius 4 sigma, mirrored edges as scipy's default)."""
+    x = np.asarray(x, dtype=np.float64)
+    if sigma <= 0:
+        return x
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    pad = [(radius, radius)] + [(0, 0)] * (x.ndim - 1)
+    padded = np.pad(x, pad, mode="symmetric")
+    while padded.shape[0] < x.shape[0] + 2 * radius:  # sequences shorter than the radius
+        padded = np.pad(padded, pad, mode="symmetric")[: x.shape[0] + 2 * radius]
+    out = np.zeros_like(x)
+    for k, w in zip(offsets, kernel):
+        out += w * padded[radius + k: radius + k + x.shape[0]]
+    return out
+
+
 def cas_proposals(
     cas: np.ndarray,
     video_scores: np.ndarray,
@@ -62,34 +166,89 @@ def cas_proposals(
     outer_ratio: float,
     class_weight: float,
     score_signal: np.ndarray | None = None,
+    conventions: dict | None = None,
+    frames_per_snippet: float | None = None,
 ) -> list[Proposal]:
-    """Multi-threshold proposals with OIC scores for every class that passes rejection.
+    """Multi-threshold proposals with OIC scores for every selected class, in snippet units.
 
     `cas` (T, C) in [0, 1] is thresholded; the OIC contrast is computed on `score_signal`
-    (defaults to `cas`) and `class_weight * video_scores[c]` is added.
+    (defaults to `cas`) plus the class-score term. `conventions` holds the settings of
+    `POSTPROCESS_DEFAULTS` (missing keys take their defaults); NMS is not applied here.
     """
+    cfg = {**POSTPROCESS_DEFAULTS, **(conventions or {})}
+    fallback = _choice(cfg, "class_fallback", CLASS_FALLBACKS)
+    oic_mode = _choice(cfg, "oic_signal", OIC_SIGNALS)
+    score_mode = _choice(cfg, "class_score", CLASS_SCORES)
+    extension, min_length = int(cfg["end_extension"]), max(1, int(cfg["min_run_length"]))
     cas = np.asarray(cas, dtype=np.float64)
     signal = cas if score_signal is None else np.asarray(score_signal, dtype=np.float64)
+    T = cas.shape[0]
+    length = upsample_length(T, cfg["cas_upsample"], frames_per_snippet)
+    if length != T:
+        cas, signal = upsample_linear(cas, length), upsample_linear(signal, length)
+    scale = T / length  # snippets per position of the thresholding axis
+    sigma = float(cfg["threshold_smoothing"])
     proposals = []
-    for c in np.flatnonzero(np.asarray(video_scores) >= class_threshold):
+    for c in select_classes(video_scores, class_threshold, fallback):
+        thr_signal = gaussian_smooth(cas[:, c], sigma)
+        term = class_weight * (float(video_scores[c]) if score_mode == "weighted" else 1.0)
         for thr in thresholds:
-            for s, e in group_runs(cas[:, c] > thr):
-                score = oic_score(signal[:, c], s, e, outer_ratio) + class_weight * float(video_scores[c])
-                proposals.append(Proposal(int(c), score, float(s), float(e)))
+            above = thr_signal > thr
+            oic_signal = signal[:, c] if oic_mode == "raw" else np.where(thr_signal >= thr, signal[:, c], 0.0)
+            for s, e in group_runs(above):
+                if e - s < min_length:
+                    continue
+                e = min(length, e + extension)
+                score = oic_score(oic_signal, s, e, outer_ratio) + term
+                proposals.append(Proposal(int(c), score, s * scale, e * scale))
     return proposals
 
 
-def per_class_nms(proposals: list[Proposal], threshold: float, top_k: int | None = None) -> list[Proposal]:
-    """NMS within each class; result sorted by score (descending), optionally truncated."""
+def per_class_nms(proposals: list[Proposal], threshold: float, top_k: int | None = None, overlap: str = "tiou",
+                  snippet_seconds: float | None = None) -> list[Proposal]:
+    """NMS within each class; result sorted by score (descending), optionally truncated to `top_k`.
+
+    Proposals are in snippet units; `overlap="tiou_plus_one"` adds one second, so it needs the
+    video's `snippet_seconds`; "over_lower" adds one snippet.
+    """
+    if overlap not in NMS_OVERLAPS:
+        raise ValueError(f"nms_overlap={overlap!r}: choose one of {', '.join(NMS_OVERLAPS)}")
+    if overlap == "tiou_plus_one" and not snippet_seconds:
+        raise ValueError("nms_overlap=tiou_plus_one needs the video's seconds per snippet")
+    unit = 1.0 / snippet_seconds if overlap == "tiou_plus_one" and snippet_seconds else 1.0
     kept = []
     labels = sorted({p.label for p in proposals})
     for c in labels:
         group = [p for p in proposals if p.label == c]
         seg = np.array([[p.start, p.end] for p in group])
         scores = np.array([p.score for p in group])
-        kept.extend(group[i] for i in nms(seg, scores, threshold))
+        kept.extend(group[i] for i in nms(seg, scores, threshold, overlap, unit))
     kept.sort(key=lambda p: -p.score)
-    return kept[:top_k] if top_k else kept
+    return kept[:int(top_k)] if top_k else kept
+
+
+def suppress(proposals: list[Proposal], cfg: dict) -> list[Proposal]:
+    """`per_class_nms` with the NMS settings of a test config (threshold, overlap, cap) and the
+    per-video seconds per snippet that `detect_videos` puts in it."""
+    overlap = _choice(cfg, "nms_overlap", NMS_OVERLAPS)
+    return per_class_nms(proposals, cfg["nms_threshold"], cfg.get("max_detections"), overlap,
+                         cfg.get(VIDEO_SNIPPET_SECONDS))
+
+
+def cas_detections(cas: np.ndarray, video_scores: np.ndarray, cfg: dict, score_signal: np.ndarray | None = None
+                   ) -> list[Proposal]:
+    """Thresholded-CAS proposals of one video after NMS, from a test config (`Localizer.detect`)."""
+    proposals = cas_proposals(
+        cas, video_scores,
+        class_threshold=cfg["class_threshold"],
+        thresholds=threshold_range(*cfg["cas_thresholds"]),
+        outer_ratio=cfg["oic_outer_ratio"],
+        class_weight=cfg["oic_class_weight"],
+        score_signal=score_signal,
+        conventions=cfg,
+        frames_per_snippet=cfg.get(VIDEO_FRAMES_PER_SNIPPET),
+    )
+    return suppress(proposals, cfg)
 
 
 def to_seconds(proposals: list[Proposal], snippet_seconds: float, duration: float | None) -> list[Proposal]:
