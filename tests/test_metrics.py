@@ -164,11 +164,11 @@ def test_case11_class_without_predictions_counts_as_zero_in_map():
 def test_case12_videos_outside_gt_ignored_but_video_lacking_class_is_fp():
     ann = make_ann({"v1": [("A", 0, 10)], "v2": [("B", 0, 10)]})
     detections = {
-        "not_in_gt": [det("A", 1.0, 0, 10)],  # ignored
+        "not_in_gt": [det("A", 1.0, 0, 10)],  # ignored with ignore_extra_videos
         "v2": [det("A", 0.9, 0, 10), det("B", 0.7, 0, 10)],  # A here is a FP
         "v1": [det("A", 0.8, 0, 10)],
     }
-    report = evaluate(ann, detections, "test", [0.5])
+    report = evaluate(ann, detections, "test", [0.5], ignore_extra_videos=True)
     assert report.per_class_ap["A"] == pytest.approx([0.5])
     assert report.per_class_ap["B"] == pytest.approx([1.0])
     assert report.mAP == pytest.approx([0.75])

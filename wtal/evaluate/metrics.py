@@ -14,9 +14,11 @@ Conventions (DESIGN section 6):
 - AP is the all-points interpolated area under the precision-recall curve. mAP averages AP over
   the classes present in the evaluated subset's ground truth; a class without predictions has
   AP 0.
-- Predictions on videos outside the subset's ground truth are ignored (they cannot be judged);
-  a video of the subset without segments of a class still makes that class's predictions false
-  positives. Predictions of a class known to the annotation file but absent from the evaluated
+- Predictions on videos outside the evaluated subset (videos of another subset, or absent from
+  the annotations) are false positives, as in the ActivityNet evaluator, with a warning giving
+  their number; `ignore_extra_videos=True` (CLI `--ignore-extra-videos`) drops them instead.
+  Predictions on videos left out with `exclude` are dropped. A video of the subset without
+  segments of a class still makes that class's predictions false positives. Predictions of a class known to the annotation file but absent from the evaluated
   subset are ignored (there is no AP to charge them to). An unknown label is an error.
 
 `average_precision` is the vectorised implementation (the greedy matching is resolved in
@@ -251,6 +253,7 @@ class _Prepared:
     classes: list[str]
     num_videos: int
     excluded: list[str]
+    num_extra_videos: int
     gt_class: np.ndarray
     gt_video: np.ndarray
     gt_seg: np.ndarray
@@ -322,7 +325,7 @@ def _flatten(detections) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     return video_ids, labels, score_arr, seg_arr
 
 
-def _prepare(ann, detections, subset, protocol, exclude, ambiguous) -> _Prepared:
+def _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra_videos=False) -> _Prepared:
     proto = get_protocol(protocol)
     if proto.needs_ambiguous and ambiguous is None:
         raise EvaluationError(
@@ -353,10 +356,17 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous) -> _Prepared
             f"detections: results.{video_ids[k]}: label {unknown[0]!r} is not a class of "
             f"{ann.source} ({len(unknown)} unknown label(s): {', '.join(map(repr, unknown[:5]))})"
         )
-    pred_video = np.array([video_index.get(v, -1) for v in video_ids], dtype=np.int64)
+    # videos outside the subset get indices after its own (no ground truth: every prediction a FP)
+    extra_ids = [] if ignore_extra_videos else sorted(set(video_ids) - set(video_index) - exclude)
+    extra_index = {v: len(videos) + i for i, v in enumerate(extra_ids)}
+    pred_video = np.array([video_index.get(v, extra_index.get(v, -1)) for v in video_ids], dtype=np.int64)
     pred_class = np.array([class_index.get(label, -1) for label in labels], dtype=np.int64)
     outside = int((pred_video < 0).sum())
+    extra = int(((pred_video >= len(videos)) & (pred_class >= 0)).sum())
     other_class = int(((pred_video >= 0) & (pred_class < 0)).sum())
+    if extra:
+        log.warning("%d predictions on %d videos outside subset %r counted as false positives, as the "
+                    "ActivityNet evaluator does (--ignore-extra-videos drops them)", extra, len(extra_ids), subset)
     if outside:
         log.info("ignored %d predictions on videos outside the evaluated ground truth", outside)
     if other_class:
@@ -366,7 +376,7 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous) -> _Prepared
     pred_video = pred_arr[:, 1].astype(np.int64)
     pred_seg = proto.to_units(pred_arr[:, 2:4])
     if ambiguous:
-        ids = np.array([v.video_id for v in videos], dtype=object)
+        ids = np.array([v.video_id for v in videos] + extra_ids, dtype=object)
         drop = ambiguous_mask(proto, ids[pred_video], pred_seg, ambiguous)
         if drop.any():
             log.info("removed %d predictions overlapping Ambiguous segments", int(drop.sum()))
@@ -376,6 +386,7 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous) -> _Prepared
         classes=classes,
         num_videos=len(videos),
         excluded=excluded,
+        num_extra_videos=len(extra_ids),
         gt_class=gt_arr[:, 0].astype(np.int64),
         gt_video=gt_arr[:, 1].astype(np.int64),
         gt_seg=proto.to_units(gt_arr[:, 2:4]),
@@ -389,7 +400,7 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous) -> _Prepared
 def _ranked_matches(prep: _Prepared, tious: np.ndarray):
     """Ranked prediction order (by class, then score) and its (T, P) true-positive flags."""
     order = np.lexsort((-prep.pred_score, prep.pred_class))
-    n_videos = max(prep.num_videos, 1)
+    n_videos = max(prep.num_videos + prep.num_extra_videos, 1)
     gt_key = prep.gt_class * n_videos + prep.gt_video
     pred_key = prep.pred_class[order] * n_videos + prep.pred_video[order]
     return order, _match(gt_key, prep.gt_seg, pred_key, prep.pred_seg[order], tious)
@@ -427,16 +438,19 @@ def evaluate(
     exclude=(),
     ambiguous: dict[str, list[tuple[float, float]]] | None = None,
     method: str = "vectorised",
+    ignore_extra_videos: bool = False,
 ) -> EvaluationReport:
     """mAP of `detections` ({video_id: [{label, score, segment}]}) against one subset.
 
     `exclude` drops videos from ground truth and predictions (e.g. THUMOS14_EXCLUDED);
     `ambiguous` ({video_id: [(start, end)]}) removes predictions that overlap those segments;
     `protocol` picks the segment units (see wtal.evaluate.protocols); `method="loop"` runs the
-    reference implementation instead of the vectorised one (same numbers, slower).
+    reference implementation instead of the vectorised one (same numbers, slower);
+    `ignore_extra_videos` drops predictions on videos outside the subset instead of counting them
+    as false positives.
     """
     tious = _check_tious(tious)
-    prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous)
+    prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra_videos)
     ap = _per_class_ap(prep, tious, method)
     m_ap = ap.mean(axis=0)
     return EvaluationReport(
@@ -460,10 +474,11 @@ def precision_recall(
     protocol: str = "activitynet",
     exclude=(),
     ambiguous=None,
+    ignore_extra_videos: bool = False,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """Per class (precision, recall, AP) along the ranked predictions at one tIoU threshold."""
     tious = _check_tious([threshold])
-    prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous)
+    prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra_videos)
     order, tp = _ranked_matches(prep, tious)
     ranked_class = prep.pred_class[order]
     npos = np.bincount(prep.gt_class, minlength=len(prep.classes))

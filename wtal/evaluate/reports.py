@@ -138,6 +138,7 @@ def evaluate_files(
     exclude_thumos14: bool = False,
     ambiguous_path=None,
     allow_pickle: bool = False,
+    ignore_extra_videos: bool = False,
 ) -> EvaluationReport:
     """Evaluate a detections file against an annotation file or folder (`wtal evaluate`).
 
@@ -162,5 +163,6 @@ def evaluate_files(
     excluded = tuple(exclude) + (THUMOS14_EXCLUDED if exclude_thumos14 else ())
     detections = read_detections(detections_path)
     return evaluate(
-        ann, detections, subset, tious, protocol=protocol, exclude=excluded, ambiguous=ambiguous
+        ann, detections, subset, tious, protocol=protocol, exclude=excluded, ambiguous=ambiguous,
+        ignore_extra_videos=ignore_extra_videos,
     )

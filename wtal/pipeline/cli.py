@@ -91,7 +91,7 @@ def cmd_evaluate(args) -> int:
     report = evaluate_files(args.detections, args.annotations, subset=args.subset, tiou=args.tiou,
                             protocol=args.protocol, exclude=tuple(args.exclude or ()),
                             exclude_thumos14=args.exclude_thumos14, ambiguous_path=args.ambiguous,
-                            allow_pickle=args.allow_pickle)
+                            allow_pickle=args.allow_pickle, ignore_extra_videos=args.ignore_extra_videos)
     print(format_table(report))
     if args.per_class:
         print(format_per_class(report))
@@ -297,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-thumos14", action="store_true", help="drop THUMOS14 test videos 270, 1292 and 1496")
     p.add_argument("--ambiguous", help="THUMOS14 Ambiguous_test.txt")
     p.add_argument("--allow-pickle", action="store_true", help="allow reading the W-TALC object .npy layout")
+    p.add_argument("--ignore-extra-videos", action="store_true",
+                   help="drop predictions on videos outside the subset (default: false positives, as ActivityNet's evaluator)")
     p.add_argument("--per-class", action="store_true", help="also print AP per class and tIoU")
     p.add_argument("--json", metavar="REPORT.json", help="write the report (mAP, average mAP, per-class AP) as JSON")
     p.add_argument("--plot", metavar="PR.png", help="write precision-recall curves per class")
