@@ -101,16 +101,18 @@ def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
     return np.sum(np.diff(recall, axis=1, prepend=0.0) * envelope, axis=1)
 
 
-def _match(gt_key, gt_seg, pred_key, pred_seg, tious) -> np.ndarray:
+def _match(gt_key, gt_seg, pred_key, pred_seg, tious) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching for ranked predictions; True where a prediction is a true positive.
 
     Keys group ground truths and predictions that may match (same video and class); predictions
-    are in rank order. Returns a (T, P) boolean array, one row per threshold.
+    are in rank order. Returns (T, P) true-positive flags and (T, G) flags of the ground truths
+    taken, one row per threshold.
     """
     n_gt, n_pred, n_thr = len(gt_key), len(pred_key), len(tious)
     tp = np.zeros(n_thr * n_pred, dtype=bool)
+    taken = np.zeros(n_thr * n_gt, dtype=bool)
     if n_gt == 0 or n_pred == 0:
-        return tp.reshape(n_thr, n_pred)
+        return tp.reshape(n_thr, n_pred), taken.reshape(n_thr, n_gt)
     order = np.argsort(gt_key, kind="stable")
     sorted_keys = gt_key[order]
     lo = np.searchsorted(sorted_keys, pred_key, "left")
@@ -129,7 +131,6 @@ def _match(gt_key, gt_seg, pred_key, pred_seg, tious) -> np.ndarray:
     above = [iou >= t for t in tious]
     pp = np.concatenate([pair_pred[m] + i * n_pred for i, m in enumerate(above)])
     gg = np.concatenate([pair_gt[m] + i * n_gt for i, m in enumerate(above)])
-    taken = np.zeros(n_thr * n_gt, dtype=bool)
     first_claim = np.full(n_thr * n_gt, np.iinfo(np.int64).max, dtype=np.int64)
     while pp.size:
         # Pairs are ordered by (prediction rank, -tIoU, gt index): a prediction's first live
@@ -146,7 +147,7 @@ def _match(gt_key, gt_seg, pred_key, pred_seg, tious) -> np.ndarray:
         taken[head_gt[settled]] = True
         live = ~tp[pp] & ~taken[gg]
         pp, gg = pp[live], gg[live]
-    return tp.reshape(n_thr, n_pred)
+    return tp.reshape(n_thr, n_pred), taken.reshape(n_thr, n_gt)
 
 
 def _rank(scores: np.ndarray) -> np.ndarray:
@@ -164,7 +165,7 @@ def average_precision(gt, pred, tious) -> np.ndarray:
     p_video = np.asarray(pred[0], dtype=np.int64)
     p_seg = np.asarray(pred[1], dtype=np.float64).reshape(-1, 2)
     order = _rank(np.asarray(pred[2], dtype=np.float64))
-    tp = _match(gt_video, gt_seg.reshape(-1, 2), p_video[order], p_seg[order], tious)
+    tp, _ = _match(gt_video, gt_seg.reshape(-1, 2), p_video[order], p_seg[order], tious)
     return _interpolated_ap(tp, len(gt_video))
 
 
@@ -252,6 +253,7 @@ class _Prepared:
 
     classes: list[str]
     num_videos: int
+    video_ids: list[str]
     excluded: list[str]
     num_extra_videos: int
     gt_class: np.ndarray
@@ -385,6 +387,7 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra
     return _Prepared(
         classes=classes,
         num_videos=len(videos),
+        video_ids=[v.video_id for v in videos],
         excluded=excluded,
         num_extra_videos=len(extra_ids),
         gt_class=gt_arr[:, 0].astype(np.int64),
@@ -398,12 +401,14 @@ def _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra
 
 
 def _ranked_matches(prep: _Prepared, tious: np.ndarray):
-    """Ranked prediction order (by class, then score) and its (T, P) true-positive flags."""
+    """Ranked prediction order (by class, then score), its (T, P) true-positive flags and the
+    (T, G) flags of the ground truths taken."""
     order = np.lexsort((-prep.pred_score, prep.pred_class))
     n_videos = max(prep.num_videos + prep.num_extra_videos, 1)
     gt_key = prep.gt_class * n_videos + prep.gt_video
     pred_key = prep.pred_class[order] * n_videos + prep.pred_video[order]
-    return order, _match(gt_key, prep.gt_seg, pred_key, prep.pred_seg[order], tious)
+    tp, taken = _match(gt_key, prep.gt_seg, pred_key, prep.pred_seg[order], tious)
+    return order, tp, taken
 
 
 def _per_class_ap(prep: _Prepared, tious: np.ndarray, method: str) -> np.ndarray:
@@ -421,7 +426,7 @@ def _per_class_ap(prep: _Prepared, tious: np.ndarray, method: str) -> np.ndarray
         return ap
     if method != "vectorised":
         raise EvaluationError(f"method: expected 'vectorised' or 'loop', got {method!r}")
-    order, tp = _ranked_matches(prep, tious)
+    order, tp, _ = _ranked_matches(prep, tious)
     ranked_class = prep.pred_class[order]
     bounds = np.searchsorted(ranked_class, np.arange(n_classes + 1))
     for c in range(n_classes):
@@ -479,7 +484,7 @@ def precision_recall(
     """Per class (precision, recall, AP) along the ranked predictions at one tIoU threshold."""
     tious = _check_tious([threshold])
     prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra_videos)
-    order, tp = _ranked_matches(prep, tious)
+    order, tp, _ = _ranked_matches(prep, tious)
     ranked_class = prep.pred_class[order]
     npos = np.bincount(prep.gt_class, minlength=len(prep.classes))
     curves = {}
@@ -489,3 +494,62 @@ def precision_recall(
         precision = hits / np.arange(1, len(flags) + 1)
         curves[name] = (precision, hits / npos[c], float(_interpolated_ap(flags[None], int(npos[c]))[0]))
     return curves
+
+
+@dataclass
+class Matching:
+    """The metric's outcome for every judged prediction and ground truth of one evaluation.
+
+    Predictions are those the metric ranks (absent classes and Ambiguous overlaps removed), in
+    input order; those on videos outside the subset (counted as false positives unless ignored)
+    have `pred_video` >= len(video_ids). Segments are in the protocol's units (`units_per_second`
+    None: seconds). `pred_tp` (T, P) and `gt_matched` (T, G) hold the matching per threshold.
+    """
+
+    tious: np.ndarray
+    classes: list[str]
+    video_ids: list[str]
+    units_per_second: float | None
+    gt_class: np.ndarray
+    gt_video: np.ndarray
+    gt_seg: np.ndarray
+    gt_matched: np.ndarray
+    pred_class: np.ndarray
+    pred_video: np.ndarray
+    pred_seg: np.ndarray
+    pred_score: np.ndarray
+    pred_tp: np.ndarray
+
+
+def match_predictions(
+    ann: AnnotationSet,
+    detections: dict[str, list[dict]],
+    subset: str,
+    tious=DEFAULT_TIOUS,
+    protocol: str = "activitynet",
+    exclude=(),
+    ambiguous=None,
+    ignore_extra_videos: bool = False,
+) -> Matching:
+    """Which predictions are true positives and which ground truths are found, per threshold:
+    the matching `evaluate` scores, exposed for diagnosis (wtal.evaluate.diagnosis)."""
+    tious = _check_tious(tious)
+    prep = _prepare(ann, detections, subset, protocol, exclude, ambiguous, ignore_extra_videos)
+    order, tp, taken = _ranked_matches(prep, tious)
+    pred_tp = np.zeros_like(tp)
+    pred_tp[:, order] = tp
+    return Matching(
+        tious=tious,
+        classes=prep.classes,
+        video_ids=prep.video_ids,
+        units_per_second=get_protocol(protocol).snippets_per_second,
+        gt_class=prep.gt_class,
+        gt_video=prep.gt_video,
+        gt_seg=prep.gt_seg,
+        gt_matched=taken,
+        pred_class=prep.pred_class,
+        pred_video=prep.pred_video,
+        pred_seg=prep.pred_seg,
+        pred_score=prep.pred_score,
+        pred_tp=pred_tp,
+    )

@@ -6,9 +6,12 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from wtal.data.annotations import load_ambiguous, load_annotations
+import numpy as np
+
+from wtal.data.annotations import AnnotationSet, load_ambiguous, load_annotations
 from wtal.evaluate.metrics import EvaluationError, EvaluationReport, evaluate, parse_tiou
 from wtal.evaluate.protocols import THUMOS14_EXCLUDED, get_protocol
 
@@ -128,6 +131,56 @@ def _default_ambiguous(annotations_path: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+@dataclass
+class EvaluationInputs:
+    """Everything one evaluation reads: the arguments of `evaluate`, loaded from files."""
+
+    ann: AnnotationSet
+    detections: dict[str, list[dict]]
+    subset: str
+    tious: np.ndarray
+    protocol: str = "activitynet"
+    exclude: tuple = ()
+    ambiguous: dict | None = None
+    ignore_extra_videos: bool = False
+
+    def evaluate(self) -> EvaluationReport:
+        return evaluate(self.ann, self.detections, self.subset, self.tious, protocol=self.protocol,
+                        exclude=self.exclude, ambiguous=self.ambiguous, ignore_extra_videos=self.ignore_extra_videos)
+
+
+def load_evaluation(
+    detections_path,
+    annotations_path,
+    subset: str | None = None,
+    tiou: str = "0.1:0.7:0.1",
+    protocol: str = "activitynet",
+    exclude=(),
+    exclude_thumos14: bool = False,
+    ambiguous_path=None,
+    allow_pickle: bool = False,
+    ignore_extra_videos: bool = False,
+) -> EvaluationInputs:
+    """Read and check the inputs of `wtal evaluate` (see `evaluate_files`)."""
+    proto = get_protocol(protocol)
+    tious = parse_tiou(tiou)
+    annotations_path = Path(annotations_path)
+    ann = load_annotations(annotations_path, allow_pickle=allow_pickle)
+    subset = subset or ann.default_subsets()[1]
+    if ambiguous_path is None and proto.needs_ambiguous:
+        ambiguous_path = _default_ambiguous(annotations_path)
+        if ambiguous_path is None:
+            raise EvaluationError(
+                f"{annotations_path}: Ambiguous_test.txt: not found; protocol {protocol} needs "
+                "the THUMOS14 Ambiguous segments (pass --ambiguous PATH)"
+            )
+        log.info("using Ambiguous segments from %s", ambiguous_path)
+    ambiguous = load_ambiguous(ambiguous_path) if ambiguous_path is not None else None
+    excluded = tuple(exclude) + (THUMOS14_EXCLUDED if exclude_thumos14 else ())
+    detections = read_detections(detections_path)
+    return EvaluationInputs(ann, detections, subset, tious, protocol, excluded, ambiguous, ignore_extra_videos)
+
+
 def evaluate_files(
     detections_path,
     annotations_path,
@@ -146,23 +199,5 @@ def evaluate_files(
     THUMOS14_EXCLUDED to `exclude`. The `wtalc` protocol needs Ambiguous segments: without
     `ambiguous_path` it uses `Ambiguous_test.txt` next to the annotations, else fails.
     """
-    proto = get_protocol(protocol)
-    tious = parse_tiou(tiou)
-    annotations_path = Path(annotations_path)
-    ann = load_annotations(annotations_path, allow_pickle=allow_pickle)
-    subset = subset or ann.default_subsets()[1]
-    if ambiguous_path is None and proto.needs_ambiguous:
-        ambiguous_path = _default_ambiguous(annotations_path)
-        if ambiguous_path is None:
-            raise EvaluationError(
-                f"{annotations_path}: Ambiguous_test.txt: not found; protocol {protocol} needs "
-                "the THUMOS14 Ambiguous segments (pass --ambiguous PATH)"
-            )
-        log.info("using Ambiguous segments from %s", ambiguous_path)
-    ambiguous = load_ambiguous(ambiguous_path) if ambiguous_path is not None else None
-    excluded = tuple(exclude) + (THUMOS14_EXCLUDED if exclude_thumos14 else ())
-    detections = read_detections(detections_path)
-    return evaluate(
-        ann, detections, subset, tious, protocol=protocol, exclude=excluded, ambiguous=ambiguous,
-        ignore_extra_videos=ignore_extra_videos,
-    )
+    return load_evaluation(detections_path, annotations_path, subset, tiou, protocol, exclude, exclude_thumos14,
+                           ambiguous_path, allow_pickle, ignore_extra_videos).evaluate()

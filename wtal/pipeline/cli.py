@@ -86,12 +86,13 @@ def cmd_detect(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..evaluate.reports import evaluate_files, format_per_class, format_table, write_json
+    from ..evaluate.reports import format_per_class, format_table, load_evaluation, write_json
 
-    report = evaluate_files(args.detections, args.annotations, subset=args.subset, tiou=args.tiou,
-                            protocol=args.protocol, exclude=tuple(args.exclude or ()),
-                            exclude_thumos14=args.exclude_thumos14, ambiguous_path=args.ambiguous,
-                            allow_pickle=args.allow_pickle, ignore_extra_videos=args.ignore_extra_videos)
+    inputs = load_evaluation(args.detections, args.annotations, subset=args.subset, tiou=args.tiou,
+                             protocol=args.protocol, exclude=tuple(args.exclude or ()),
+                             exclude_thumos14=args.exclude_thumos14, ambiguous_path=args.ambiguous,
+                             allow_pickle=args.allow_pickle, ignore_extra_videos=args.ignore_extra_videos)
+    report = inputs.evaluate()
     print(format_table(report))
     if args.per_class:
         print(format_per_class(report))
@@ -105,6 +106,26 @@ def cmd_evaluate(args) -> int:
         ann = load_annotations(args.annotations, allow_pickle=args.allow_pickle)
         plot_pr(ann, read_detections(args.detections), report.subset, args.plot_tiou, args.plot)
         print(f"wrote {args.plot}")
+    if args.html:
+        from ..evaluate.html_report import write_html_report
+
+        sources = {"detections": str(Path(args.detections).resolve()), "annotations": str(Path(args.annotations).resolve())}
+        print(f"wrote {write_html_report(args.html, inputs, report=report, sources=sources)}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report_stage
+    from ..evaluate.reports import format_table
+
+    report, path = report_stage(args.detections, args.annotations, args.out, subset=args.subset, tiou=args.tiou,
+                                protocol=args.protocol, exclude=tuple(args.exclude or ()),
+                                exclude_thumos14=args.exclude_thumos14, ambiguous_path=args.ambiguous,
+                                allow_pickle=args.allow_pickle, ignore_extra_videos=args.ignore_extra_videos,
+                                features=args.features, checkpoint=args.checkpoint,
+                                device=args.device, snippet_seconds=args.snippet_seconds)
+    print(format_table(report))
+    print(f"wrote {path}")
     return 0
 
 
@@ -247,6 +268,21 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="carve this fraction of training videos for checkpoint selection (default: fixed epochs)")
 
 
+def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detections", required=True, help="ActivityNet result JSON (from wtal detect)")
+    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--subset", help=SUBSET_HELP)
+    p.add_argument("--tiou", default="0.1:0.7:0.1", help="tIoU thresholds: start:stop:step or a comma list")
+    p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"],
+                   help="matching rules: ActivityNet's, or W-TALC's THUMOS14 conventions")
+    p.add_argument("--exclude", nargs="+", metavar="VIDEO_ID", help="leave these videos out of the evaluation")
+    p.add_argument("--exclude-thumos14", action="store_true", help="drop THUMOS14 test videos 270, 1292 and 1496")
+    p.add_argument("--ambiguous", help="THUMOS14 Ambiguous_test.txt")
+    p.add_argument("--allow-pickle", action="store_true", help="allow reading the W-TALC object .npy layout")
+    p.add_argument("--ignore-extra-videos", action="store_true",
+                   help="drop predictions on videos outside the subset (default: false positives, as ActivityNet's evaluator)")
+
+
 def _subparser(**kwargs) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
 
@@ -287,23 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("evaluate", help="mAP at tIoU thresholds (ActivityNet detection metric)")
-    p.add_argument("--detections", required=True, help="ActivityNet result JSON (from wtal detect)")
-    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
-    p.add_argument("--subset", help=SUBSET_HELP)
-    p.add_argument("--tiou", default="0.1:0.7:0.1", help="tIoU thresholds: start:stop:step or a comma list")
-    p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"],
-                   help="matching rules: ActivityNet's, or W-TALC's THUMOS14 conventions")
-    p.add_argument("--exclude", nargs="+", metavar="VIDEO_ID", help="leave these videos out of the evaluation")
-    p.add_argument("--exclude-thumos14", action="store_true", help="drop THUMOS14 test videos 270, 1292 and 1496")
-    p.add_argument("--ambiguous", help="THUMOS14 Ambiguous_test.txt")
-    p.add_argument("--allow-pickle", action="store_true", help="allow reading the W-TALC object .npy layout")
-    p.add_argument("--ignore-extra-videos", action="store_true",
-                   help="drop predictions on videos outside the subset (default: false positives, as ActivityNet's evaluator)")
+    _add_evaluation_options(p)
     p.add_argument("--per-class", action="store_true", help="also print AP per class and tIoU")
     p.add_argument("--json", metavar="REPORT.json", help="write the report (mAP, average mAP, per-class AP) as JSON")
     p.add_argument("--plot", metavar="PR.png", help="write precision-recall curves per class")
     p.add_argument("--plot-tiou", type=float, default=0.5, help="tIoU of the --plot curves")
+    p.add_argument("--html", metavar="REPORT.html", help="also write the HTML report (as wtal report)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: mAP, per-class AP, PR curves, errors, timelines")
+    _add_evaluation_options(p)
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="HTML file to write")
+    p.add_argument("--features", help="features of the evaluated videos, to draw the run's CAS (needs --checkpoint)")
+    p.add_argument("--checkpoint", metavar="RUN", help="run folder (or checkpoint.pt): its CAS and settings (needs --features)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
+    p.add_argument("--snippet-seconds", type=float, help=SNIPPET_HELP)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("run", help="extract + train + detect + evaluate")
     p.add_argument("video_dir", help="folder of videos")
