@@ -59,8 +59,9 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     """Run every stage of the demo; returns the process exit status."""
     from ..data.annotations import load_annotations
     from ..data.synthetic_videos import make_video_dataset
-    from ..evaluate.metrics import evaluate
-    from ..evaluate.reports import format_table, write_json
+    from ..evaluate.html_report import write_html_report
+    from ..evaluate.metrics import DEFAULT_TIOUS, evaluate
+    from ..evaluate.reports import EvaluationInputs, format_table, write_json
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
     from ..models.train import build_items
@@ -70,6 +71,7 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     from .extraction import extract_videos
     from .progress import TqdmHook
     from .runtime import set_threads
+    from .report import run_activations, run_settings
     from .stages import checkpoint_items, train_stage
 
     out_dir = Path(out)
@@ -122,5 +124,8 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     first = items[0].video_id
     plot = out_dir / "cas.png"
     _plot_cas(plot, first, inferences[first], ann.videos[first], ann.class_names, feats.snippet_seconds, results[first])
-    print(f"wrote {det_path}, {out_dir / 'report.json'} and {plot} in {time.perf_counter() - start:.0f} s")
+    html = write_html_report(out_dir / "report.html", EvaluationInputs(ann, results, test_subset, DEFAULT_TIOUS),
+                             report=report, cas=run_activations(inferences, payload, feats.snippet_seconds),
+                             model=run_settings(payload), sources={"detections": str(det_path.resolve())})
+    print(f"wrote {det_path}, {out_dir / 'report.json'}, {plot} and {html} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -71,9 +71,13 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
              for v in videos if v.video_id in feats]
     items = checkpoint_items(items, payload)
     _, inferences = detect_videos(net, items, payload["test_config"], payload["class_names"], feats.snippet_seconds, dev)
-    cas = ClassActivations(list(payload["class_names"]), feats.snippet_seconds,
-                           {vid: inference.cas for vid, inference in inferences.items()})
-    return cas, run_settings(payload)
+    return run_activations(inferences, payload, feats.snippet_seconds), run_settings(payload)
+
+
+def run_activations(inferences: dict, payload: dict, snippet_seconds: float) -> ClassActivations:
+    """The CAS of `detect_videos`' per-video inferences, for the report."""
+    return ClassActivations(list(payload["class_names"]), snippet_seconds,
+                            {vid: inference.cas for vid, inference in inferences.items()})
 
 
 def report_stage(detections: str, annotations: str, out: str, subset: str | None = None, tiou: str = "0.1:0.7:0.1",
