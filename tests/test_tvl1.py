@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from wtal.extract import tvl1
-from wtal.extract.tvl1 import DEFAULT_PARAMS, _median_filter_torch, resolve_params, tvl1_flow_torch
+from wtal.extract.tvl1 import (
+    DEFAULT_PARAMS,
+    _median_filter_torch,
+    resolve_params,
+    tvl1_flow_torch,
+)
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 FAST = {**DEFAULT_PARAMS, "nscales": 3, "warps": 1, "inner_iterations": 10, "outer_iterations": 2}
@@ -103,16 +108,72 @@ def test_recovers_synthetic_shift():
 
 def test_batch_equals_pair_by_pair(real_pairs):
     """A pair that stops early inside a batch (identical frames stop after one iteration) must not
-    change the others, and each pair's batched result must equal its own run."""
+    change the others, and each pair's batched result must equal its own run, also when the host
+    looks at the device-side convergence mask only every 4 or 10 inner iterations (frozen pairs
+    wait in the batch until then)."""
     a, b = (cv2.resize(f, (112, 112), interpolation=cv2.INTER_AREA) for f in real_pairs[0])
     frames = np.stack([a, b, b, a])  # pairs: forward motion, no motion, backward motion
-    batched = tvl1_flow_torch(frames, DEFAULT_PARAMS, batch_size=3)
-    singles = np.stack([tvl1_flow_torch(frames[t : t + 2], DEFAULT_PARAMS)[0] for t in range(3)])
-    assert np.abs(batched[1]).max() < 1e-6
-    assert np.abs(batched[0]).mean() > 0.5 and np.abs(batched[2]).mean() > 0.5
-    np.testing.assert_allclose(batched, singles, rtol=0, atol=1e-4)
+    singles = np.stack([tvl1_flow_torch(frames[t : t + 2], DEFAULT_PARAMS, check_every=1)[0] for t in range(3)])
+    for check_every in (1, 4, 10):
+        batched = tvl1_flow_torch(frames, DEFAULT_PARAMS, batch_size=3, check_every=check_every)
+        assert np.abs(batched[1]).max() < 1e-6
+        assert np.abs(batched[0]).mean() > 0.5 and np.abs(batched[2]).mean() > 0.5
+        np.testing.assert_allclose(batched, singles, rtol=0, atol=1e-4)
     split = tvl1_flow_torch(frames, DEFAULT_PARAMS, batch_size=2)
     np.testing.assert_allclose(split, singles, rtol=0, atol=1e-4)
+
+
+def test_median_network_selects_the_median():
+    """The min/max network returns the middle order statistic: for 3x3 on every 0/1 input (the
+    0-1 principle makes that a proof for all inputs), for 5x5 and 7x7 on random inputs with ties."""
+    network = tvl1._median_network(9)
+    for code in range(2**9):
+        values = [(code >> bit) & 1 for bit in range(9)]
+        for op, a, b in network:
+            values.append(min(values[a], values[b]) if op == "min" else max(values[a], values[b]))
+        assert values[-1] == sorted(values[:9])[4]
+    rng = np.random.default_rng(0)
+    for count in (25, 49):
+        views = torch.from_numpy(rng.integers(0, 6, size=(count, 4000)).astype(np.float32))
+        assert torch.equal(tvl1._median_of_views(list(views)), views.median(dim=0).values)
+    assert len(tvl1._median_network(25)) == 202
+
+
+def test_modes_resolve_and_fall_back(real_pairs, monkeypatch, caplog):
+    """auto is eager on CPU; graphs need CUDA; a mode that fails to compile warns once and runs the
+    same iteration eagerly (here a stand-in for torch.compile's result that raises)."""
+    cpu = torch.device("cpu")
+    assert tvl1.resolve_mode("auto", cpu) == "eager" and tvl1.resolve_mode("graphs", cpu) == "compiled"
+    with pytest.raises(ValueError, match="unknown TV-L1 mode"):
+        tvl1.resolve_mode("fused", cpu)
+
+    def broken(*args):
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(tvl1, "_BROKEN", set())
+    monkeypatch.setitem(tvl1._COMPILED, "compiled", (broken, None))
+    frames = np.stack([cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in real_pairs[0]])
+    out = tvl1_flow_torch(frames, FAST, mode="compiled", check_every=5)
+    assert "failed (RuntimeError: no compiler)" in caplog.text and tvl1._BROKEN == {"compiled"}
+    assert tvl1.resolve_mode("compiled", cpu) == "eager"
+    monkeypatch.setattr(tvl1, "_BROKEN", set())
+    monkeypatch.setitem(tvl1._COMPILED, "compiled", (tvl1._iteration, tvl1._median_planes))
+    functional = tvl1_flow_torch(frames, FAST, mode="compiled", check_every=5)
+    np.testing.assert_array_equal(out, functional)
+    assert epe(functional[0], tvl1_flow_torch(frames, FAST)[0]) < 1e-3
+
+
+@pytest.mark.slow
+def test_compiled_iteration_matches_opencv(real_pairs, monkeypatch):
+    """torch.compile of the iteration and the median (the CUDA default) on CPU: flows stay within
+    the OpenCV tolerance of the fast preset and near the eager result (the loop amplifies float
+    rounding locally, so the comparison is by mean end-point error)."""
+    monkeypatch.setattr(tvl1, "_BROKEN", set())
+    frames = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in real_pairs[0]])
+    out = tvl1_flow_torch(frames, FAST, mode="compiled", check_every=5)
+    assert not tvl1._BROKEN
+    assert epe(out[0], tvl1_flow_torch(frames, FAST)[0]) < 1e-3
+    assert epe(out[0], opencv_flow(frames[0], frames[1], FAST)) <= 0.01
 
 
 def test_shapes_dtypes_and_validation():
@@ -145,8 +206,18 @@ def test_torch_median_matches_opencv(size, chunk_planes, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_opencv(real_pairs):
+@pytest.mark.parametrize("mode", ["auto", "eager", "compiled", "graphs"])
+def test_cuda_matches_opencv(real_pairs, mode):
     frames = np.concatenate([real_pairs[0], real_pairs[1]])  # pairs 0-1 and 2-3 are the real ones
-    out = tvl1_flow_torch(frames, DEFAULT_PARAMS, device="cuda")
+    out = tvl1_flow_torch(frames, DEFAULT_PARAMS, device="cuda", mode=mode)
     for t in (0, 2):
         assert epe(out[t], opencv_flow(frames[t], frames[t + 1], DEFAULT_PARAMS)) <= 0.1
+    assert tvl1.resolve_mode(mode, torch.device("cuda")) != "eager" or mode == "eager"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_median_equals_opencv():
+    planes = np.random.default_rng(1).standard_normal((3, 2, 57, 61)).astype(np.float32)
+    out = _median_filter_torch(torch.from_numpy(planes).cuda(), 5).cpu().numpy()
+    np.testing.assert_array_equal(out, np.stack([[cv2.medianBlur(p, 5) for p in pair] for pair in planes]))
