@@ -10,9 +10,19 @@ Layouts:
   array per video in the order of the annotation folder's `videoname.npy`. It is pickled, so it is
   read only with `allow_pickle=True`.
 
-Every reader yields (T, D) float32 arrays, one row per snippet, and knows the snippet length in
-seconds (16 frames at 25 fps = 0.64 s unless `meta.json` or the caller says otherwise). Nothing is
-resampled: `check_lengths` reports videos whose length disagrees with the annotated duration.
+Every reader yields (T, D) float32 arrays, one row per snippet, and knows each video's time base
+(`time_base`: seconds per snippet, frames per second when known, and the rule it came from):
+
+- native-rate layouts (cache, plain and rgb/flow folders, W-TALC): one fixed snippet length, from
+  the cache's settings (frames per snippet / fps), `meta.json` (`snippet_seconds`, `fps`), the
+  caller, or 16 frames at 25 fps = 0.64 s. A video whose length disagrees with its annotated
+  duration by more than one snippet is an error naming the file (`require_lengths`).
+- fixed-length layouts (the BackTAL / ECM `.npz`, 750 snippets whatever the video's length): per
+  file, `frame_num / fps / T` when the archive holds `frame_num` and `fps`, else `duration / T`
+  from its `duration` field, else from the annotated duration. `snippet_seconds` from the caller
+  does not apply to them.
+
+Nothing is resampled here (see `wtal.models.sampling` for that).
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ import math
 import os
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +42,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DEFAULT_SNIPPET_SECONDS = 16 / 25
+DEFAULT_FPS = 25.0
+NPZ_TIME_FIELDS = ("frame_num", "fps", "duration")
 NPZ_STREAMS = ("feat_spa", "feat_tem")
 NPZ_CHANNELS = 1024
 PICKLE_REFUSAL = (
@@ -67,14 +80,35 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
         raise FeatureError(f"{path}: field 'header': not a readable .npy array ({exc})") from None
 
 
+@dataclass(frozen=True)
+class TimeBase:
+    """How one video's snippets map to seconds: snippet i spans [i, i + 1) x seconds_per_snippet.
+
+    `fps` is the source video's frame rate when known (for frame-level CAS upsampling); `rule`
+    names where the value came from (recorded in checkpoints).
+    """
+
+    seconds_per_snippet: float
+    fps: float | None
+    rule: str
+
+    @property
+    def frames_per_snippet(self) -> float | None:
+        return self.seconds_per_snippet * self.fps if self.fps else None
+
+
 class FeatureSource:
     """A set of per-video feature arrays addressed by video id.
 
     Subclasses implement `_read` (the validated (T, D) float32 array), `_shape` (its shape, read
     cheaply where the format allows) and `file_of` (where a video's features live, for messages).
+    Fixed-length layouts set `fixed_length` and override `time_base`.
     """
 
     kind = "base"
+    fixed_length = False
+    time_rule = "native rate"
+    extraction: dict | None = None  # a cache's extraction settings (those in its keys)
 
     def __init__(self, path: Path, video_ids, snippet_seconds: float, fps: float | None):
         self.path = path
@@ -108,6 +142,22 @@ class FeatureSource:
 
     def file_of(self, video_id: str) -> str:
         raise NotImplementedError
+
+    def time_base(self, video_id: str, duration: float | None = None) -> TimeBase:
+        """Seconds per snippet of one video (`duration`: its annotated duration, if any)."""
+        self._require(video_id)
+        fps = self.fps
+        if fps is None and math.isclose(self.snippet_seconds, DEFAULT_SNIPPET_SECONDS):
+            fps = DEFAULT_FPS
+        return TimeBase(self.snippet_seconds, fps, self.time_rule)
+
+    def settings(self) -> dict:
+        """The feature settings a checkpoint records: layout, time base rule and snippet length."""
+        out = {"layout": self.kind, "time_base": "fixed length" if self.fixed_length else self.time_rule,
+               "snippet_seconds": None if self.fixed_length else self.snippet_seconds}
+        if self.extraction is not None:
+            out["extraction"] = self.extraction
+        return out
 
     def _read(self, video_id: str) -> np.ndarray:
         raise NotImplementedError
@@ -150,10 +200,47 @@ class NpzFolderSource(FeatureSource):
     """BackTAL / ECM `<vid>.npz` files with channel-first `feat_spa` (rgb) and `feat_tem` (flow)."""
 
     kind = "npz"
+    fixed_length = True
 
     def __init__(self, path: Path, files: dict[str, Path], snippet_seconds: float, fps: float | None):
         super().__init__(path, files, snippet_seconds, fps)
         self._files = files
+        self._times: dict[str, dict[str, float]] = {}
+
+    def _time_fields(self, video_id: str) -> dict[str, float]:
+        """The archive's scalar `frame_num`, `fps` and `duration` fields that are present."""
+        if video_id not in self._times:
+            file = self._files[video_id]
+            fields = {}
+            with self._open(file) as archive:
+                for key in NPZ_TIME_FIELDS:
+                    if key not in archive.files:
+                        continue
+                    value = np.asarray(archive[key])
+                    if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+                        raise FeatureError(f"{file}: field {key!r}: expected one number, got {value.dtype} {value.shape}")
+                    number = float(value.reshape(-1)[0])
+                    if not (number > 0 and math.isfinite(number)):
+                        raise FeatureError(f"{file}: field {key!r} must be a positive number, got {number!r}")
+                    fields[key] = number
+            self._times[video_id] = fields
+        return self._times[video_id]
+
+    def time_base(self, video_id: str, duration: float | None = None) -> TimeBase:
+        """frame_num / fps / T, else the file's duration / T, else the annotated duration / T."""
+        self._require(video_id)
+        fields, T = self._time_fields(video_id), self.length(video_id)
+        fps = fields.get("fps")
+        if "frame_num" in fields and fps:
+            return TimeBase(fields["frame_num"] / fps / T, fps, "npz frame_num/fps")
+        if "duration" in fields:
+            return TimeBase(fields["duration"] / T, fps, "npz duration")
+        if duration is not None and duration > 0:
+            return TimeBase(duration / T, fps, "annotated duration")
+        raise FeatureError(
+            f"{self._files[video_id]}: fields 'frame_num'/'fps' and 'duration' missing and no annotated duration: "
+            f"a fixed-length layout ({T} snippets) needs one of them to place its snippets in seconds"
+        )
 
     def file_of(self, video_id: str) -> str:
         return str(self._files[video_id])
@@ -384,9 +471,16 @@ def open_features(path: str | Path, snippet_seconds: float | None = None, *, all
         )
     elif is_cache(path):
         cache = FeatureCache(path)
-        files = {vid: [cache.entry_path(key)] for vid, key in cache.current().items()}
-        source = NpyFolderSource(path, files, snippet_seconds or cache.snippet_seconds() or DEFAULT_SNIPPET_SECONDS, None)
+        current = cache.current()
+        files = {vid: [cache.entry_path(key)] for vid, key in current.items()}
+        # the settings in the entries' keys (everything but the per-video content hash)
+        distinct = {json.dumps((cache.read_record(k) or {}).get("settings", {}), sort_keys=True) for k in current.values()}
+        extraction = json.loads(distinct.pop()) if len(distinct) == 1 else None
+        fps = (extraction or {}).get("fps")
+        source = NpyFolderSource(path, files, snippet_seconds or cache.snippet_seconds() or DEFAULT_SNIPPET_SECONDS,
+                                 fps if isinstance(fps, (int, float)) and fps > 0 else None)
         source.kind = "cache"
+        source.extraction = extraction
     else:
         source = _open_folder(path, snippet_seconds)
     if not source.ids():
@@ -402,9 +496,12 @@ def check_lengths(source: FeatureSource, ann, subset: str) -> list[str]:
     """One message per video of `subset` whose snippet count differs from duration / snippet_seconds by > 1.
 
     Videos without features or without an annotated duration are skipped (the stages report missing
-    features themselves). Lengths are only reported, never stretched to fit.
+    features themselves), and so are fixed-length layouts, whose snippet length follows from the
+    duration. Lengths are only reported, never stretched to fit.
     """
     messages = []
+    if source.fixed_length:
+        return messages
     for video in ann.subset(subset):
         if video.duration is None or video.video_id not in source:
             continue
@@ -417,3 +514,15 @@ def check_lengths(source: FeatureSource, ann, subset: str) -> list[str]:
                 f"T={expected:.1f}"
             )
     return messages
+
+
+def require_lengths(source: FeatureSource, ann, subset: str) -> None:
+    """A FeatureError naming the file(s) when a native-rate layout disagrees with the annotated
+    durations by more than one snippet (`check_lengths`): its seconds would be wrong."""
+    messages = check_lengths(source, ann, subset)
+    if messages:
+        more = f" (and {len(messages) - 1} more videos)" if len(messages) > 1 else ""
+        raise FeatureError(
+            f"{messages[0]}{more}; these {source.kind} features claim a fixed snippet length, so their seconds "
+            f"would be wrong: pass the right snippet length (--snippet-seconds, meta.json) or matching features"
+        )

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..postprocess.detections import proposals_to_results
-from ..postprocess.proposals import VIDEO_SNIPPET_SECONDS, to_seconds
+from ..postprocess.proposals import VIDEO_FRAMES_PER_SNIPPET, VIDEO_SNIPPET_SECONDS, to_seconds
 from .base import Localizer
 
 log = logging.getLogger(__name__)
@@ -23,24 +23,32 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VideoItem:
-    """One training or test video: features, multi-hot labels and optional background clicks."""
+    """One training or test video: features, multi-hot labels and optional background clicks.
+
+    `snippet_seconds` / `fps` are the video's own time base (`FeatureSource.time_base`); None
+    falls back to the source-wide value given to `detect_videos`.
+    """
 
     video_id: str
     features: np.ndarray
     labels: np.ndarray
     duration: float | None = None
     clicks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    snippet_seconds: float | None = None
+    fps: float | None = None
 
 
 def build_items(ann, features, subset: str, clicks: dict[str, list[float]] | None = None) -> list[VideoItem]:
     """VideoItems of one subset of an AnnotationSet from a FeatureSource; click times (seconds)
-    become snippet indices."""
+    become snippet indices with each video's own seconds per snippet."""
     items = []
     for video in ann.subset(subset):
         x = features.load(video.video_id)
+        tb = features.time_base(video.video_id, video.duration)
         snip = np.asarray(sorted(clicks.get(video.video_id, [])) if clicks else [], dtype=np.float64)
         items.append(VideoItem(video.video_id, x, ann.label_vector(video.video_id), video.duration,
-                               np.floor(snip / features.snippet_seconds).astype(np.int64)))
+                               np.floor(snip / tb.seconds_per_snippet).astype(np.int64), tb.seconds_per_snippet,
+                               tb.fps))
     return items
 
 
@@ -59,7 +67,7 @@ def feature_stats(items: list[VideoItem]) -> tuple[np.ndarray, np.ndarray]:
 
 def standardize(items: list[VideoItem], mean: np.ndarray, std: np.ndarray) -> list[VideoItem]:
     """Copies of `items` with z-scored features (statistics from the training videos)."""
-    return [VideoItem(it.video_id, (it.features - mean) / std, it.labels, it.duration, it.clicks) for it in items]
+    return [replace(it, features=(it.features - mean) / std) for it in items]
 
 
 def seed_everything(seed: int) -> None:
@@ -166,13 +174,19 @@ def detect_videos(
     snippet_seconds: float,
     device: torch.device,
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Detections (ActivityNet result rows, seconds) and per-video inference of each item."""
+    """Detections (ActivityNet result rows, seconds) and per-video inference of each item.
+
+    Seconds use each item's own `snippet_seconds` (else the source-wide `snippet_seconds`).
+    """
     model.to(device).eval()
     results, inferences = {}, {}
     for it in items:
+        seconds = it.snippet_seconds or snippet_seconds
+        frames = seconds * it.fps if it.fps else None
         feats = torch.from_numpy(np.ascontiguousarray(it.features, dtype=np.float32)).to(device)
-        proposals, inference = model.detect(feats, {**cfg, VIDEO_SNIPPET_SECONDS: snippet_seconds})
-        duration = it.duration if it.duration is not None else len(it.features) * snippet_seconds
-        results[it.video_id] = proposals_to_results(to_seconds(proposals, snippet_seconds, duration), class_names)
+        proposals, inference = model.detect(feats, {**cfg, VIDEO_SNIPPET_SECONDS: seconds,
+                                                    VIDEO_FRAMES_PER_SNIPPET: frames})
+        duration = it.duration if it.duration is not None else len(it.features) * seconds
+        results[it.video_id] = proposals_to_results(to_seconds(proposals, seconds, duration), class_names)
         inferences[it.video_id] = inference
     return results, inferences

@@ -123,7 +123,8 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     (out_dir / "trivial_report.json").write_text(json.dumps(baseline.to_json(), indent=1))
     first = items[0].video_id
     plot = out_dir / "cas.png"
-    _plot_cas(plot, first, inferences[first], ann.videos[first], ann.class_names, feats.snippet_seconds, results[first])
+    _plot_cas(plot, first, inferences[first], ann.videos[first], ann.class_names,
+              items[0].snippet_seconds or feats.snippet_seconds, results[first])
     html = write_html_report(out_dir / "report.html", EvaluationInputs(ann, results, test_subset, DEFAULT_TIOUS),
                              report=report, cas=run_activations(inferences, payload, feats.snippet_seconds),
                              model=run_settings(payload), sources={"detections": str(det_path.resolve())})

@@ -56,7 +56,7 @@ def _open_inputs(features_path: str, annotations_path: str, snippet_seconds: flo
 
 def _items(ann, features, subset: str, clicks: dict | None = None):
     """VideoItems for a subset; videos without features are an error listing a few."""
-    from ..data.features import check_lengths
+    from ..data.features import require_lengths
     from ..models.train import build_items
 
     videos = ann.subset(subset)
@@ -65,8 +65,7 @@ def _items(ann, features, subset: str, clicks: dict | None = None):
         raise PipelineError(
             f"{features.path}: no features for {len(missing)} of {len(videos)} {subset!r} videos, e.g. {', '.join(missing[:3])}"
         )
-    for message in check_lengths(features, ann, subset):
-        log.warning(message)
+    require_lengths(features, ann, subset)
     items = build_items(ann, features, subset, clicks)
     return items
 
@@ -213,7 +212,11 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
     if ann is not None:
         items = _items(ann, feats, subset)
     else:
-        items = [VideoItem(vid, feats.load(vid), np.zeros(0), None) for vid in feats.ids()]
+        items = []
+        for vid in feats.ids():
+            tb = feats.time_base(vid)
+            items.append(VideoItem(vid, feats.load(vid), np.zeros(0), None, snippet_seconds=tb.seconds_per_snippet,
+                                   fps=tb.fps))
     items = checkpoint_items(items, payload)
     results, _ = detect_videos(net, items, test_cfg, payload["class_names"], feats.snippet_seconds, dev)
     write_detections(out, results, {"used": True, "details": "features + wtal " + payload["model"],
