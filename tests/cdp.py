@@ -21,7 +21,7 @@ from typing import Self
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--mute-audio", "--remote-debugging-pipe")
+         "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio", "--remote-debugging-pipe")
 
 
 def find_chromium() -> str | None:

@@ -7,9 +7,15 @@ import io
 import json
 import os
 
+import numpy as np
 import pytest
 from cdp import Chromium, find_chromium
 
+from wtal.data.annotations import load_annotations
+from wtal.evaluate import diagnosis
+from wtal.evaluate.html_report import ClassActivations, write_html_report
+from wtal.evaluate.metrics import match_predictions
+from wtal.evaluate.reports import load_evaluation
 from wtal.pipeline.cli import main
 
 CLASSES = ["Jump", "Run", "Throw"]
@@ -59,6 +65,7 @@ def rendered(tmp_path_factory):
     browser = Chromium(executable, width=1280, height=900)
     try:
         seconds = browser.open(root / "report.html")
+        browser.root = root
         yield browser, json.loads((root / "report.json").read_text()), seconds
     finally:
         browser.close()
@@ -141,3 +148,44 @@ def test_screenshot_is_not_blank(rendered, tmp_path):
     assert len(colours) > 100  # text, tables, curves and bars, not one flat fill
     white = max(count for count, colour in colours if colour == (255, 255, 255))
     assert white < 0.95 * image.width * image.height
+
+
+def select(browser, element_id: str, value: str) -> None:
+    browser.evaluate(f"(e => {{ e.value = {json.dumps(value)}; e.dispatchEvent(new Event('change')); }})"
+                     f"(document.getElementById({json.dumps(element_id)}))")
+
+
+def test_error_analysis_and_the_tiou_switch(rendered):
+    browser, report, _ = rendered
+    ann = load_annotations(browser.root / "ann.json")
+    inputs = load_evaluation(browser.root / "det.json", browser.root / "ann.json", subset="test")
+    m = match_predictions(ann, inputs.detections, "test", report["tiou"])
+    counts = np.bincount(diagnosis.outcomes(m)[report["tiou"].index(0.5)], minlength=6)
+    shown = [int(browser.evaluate(f"document.querySelector(\"#outcome-table tr[data-outcome='{name}'] td:nth-child(2)\").textContent"))
+             for name in diagnosis.OUTCOMES]
+    assert shown == counts.tolist() and sum(shown) == 12
+    missed = lambda: browser.evaluate("document.querySelector(\"#videos .video[data-video='v_d']\").dataset.missed")
+    jump_missed = "document.querySelector(\"#class-table tr[data-class='Jump'] td:nth-child(4)\").textContent"
+    assert missed() == "1" and browser.evaluate(jump_missed) == "1"  # Jump [3, 8] vs [3, 5]: tIoU 0.4
+    select(browser, "tiou-select", "0")
+    assert texts(browser, ".tiou-label") == ["0.10", "0.10"]
+    assert missed() == "0" and browser.evaluate(jump_missed) == "0"
+    select(browser, "tiou-select", str(report["tiou"].index(0.5)))
+    assert missed() == "1"
+
+
+def test_cas_and_model_settings_are_drawn(rendered):
+    browser, _, _ = rendered
+    root = browser.root
+    inputs = load_evaluation(root / "det.json", root / "ann.json", subset="test")
+    ramp = {vid: np.tile(np.linspace(0, 1, 40)[:, None], (1, 2)) for vid in ("v_a", "v_e")}
+    cas = ClassActivations(["Jump", "Run"], 0.5, ramp)  # no Throw: its rows get no curve
+    write_html_report(root / "cas.html", inputs, cas=cas, model={"model": "mil", "seed": 3})
+    browser.open(root / "cas.html")
+    # v_a shows Jump and Run, v_e Run and Throw: three rows with a curve
+    assert browser.evaluate("document.querySelectorAll('polyline.cas').length") == 3
+    points = browser.evaluate("document.querySelector(\"#videos .video[data-video='v_a'] polyline.cas\")"
+                              ".getAttribute('points').split(' ').length")
+    assert points == 40
+    facts = dict(zip(texts(browser, "#model dt"), texts(browser, "#model dd")))
+    assert facts == {"model": "mil", "seed": "3"}
