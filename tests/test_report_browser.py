@@ -179,7 +179,7 @@ def test_cas_and_model_settings_are_drawn(rendered):
     root = browser.root
     inputs = load_evaluation(root / "det.json", root / "ann.json", subset="test")
     ramp = {vid: np.tile(np.linspace(0, 1, 40)[:, None], (1, 2)) for vid in ("v_a", "v_e")}
-    cas = ClassActivations(["Jump", "Run"], 0.5, ramp)  # no Throw: its rows get no curve
+    cas = ClassActivations(["Jump", "Run"], ramp, {"v_a": 0.5, "v_e": 0.5})  # no Throw: its rows get no curve
     write_html_report(root / "cas.html", inputs, cas=cas, model={"model": "mil", "seed": 3})
     browser.open(root / "cas.html")
     # v_a shows Jump and Run, v_e Run and Throw: three rows with a curve

@@ -37,11 +37,11 @@ TOP_CLASSES = 3
 
 @dataclass
 class ClassActivations:
-    """A run's CAS per video: (T, C) arrays in [0, 1], one row per `snippet_seconds`."""
+    """A run's CAS per video: (T, C) arrays in [0, 1], a row every `snippet_seconds[video]`."""
 
     class_names: list[str]
-    snippet_seconds: float
     values: dict[str, np.ndarray]
+    snippet_seconds: dict[str, float]
 
 
 def _round(values, digits: int) -> list:
@@ -93,7 +93,7 @@ def _video_entries(ann: AnnotationSet, m, codes: np.ndarray, scale: float, max_p
             for c in shown:
                 name = m.classes[c]
                 if name in cas_index:
-                    step, text = _encode_cas(values[:, cas_index[name]], cas.snippet_seconds)
+                    step, text = _encode_cas(values[:, cas_index[name]], cas.snippet_seconds[video_id])
                     curves[str(c)] = text
             if curves:
                 entry["cas"] = {"step": round(step, 4), "curves": curves}

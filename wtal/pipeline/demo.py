@@ -126,7 +126,7 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     _plot_cas(plot, first, inferences[first], ann.videos[first], ann.class_names,
               items[0].snippet_seconds or feats.snippet_seconds, results[first])
     html = write_html_report(out_dir / "report.html", EvaluationInputs(ann, results, test_subset, DEFAULT_TIOUS),
-                             report=report, cas=run_activations(inferences, payload, feats.snippet_seconds),
+                             report=report, cas=run_activations(inferences, payload, items, feats.snippet_seconds),
                              model=run_settings(payload), sources={"detections": str(det_path.resolve())})
     print(f"wrote {det_path}, {out_dir / 'report.json'}, {plot} and {html} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -45,10 +45,11 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
                       snippet_seconds: float | None = None, allow_pickle: bool = False) -> tuple[ClassActivations, dict]:
     """The run's CAS on every evaluated video with features, through the detection code, and its
     settings."""
+    from ..data.annotations import AnnotationSet
     from ..data.features import open_features
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
-    from ..models.train import VideoItem, detect_videos
+    from ..models.train import build_items, detect_videos
     from . import PipelineError
     from .runtime import set_threads
     from .stages import checkpoint_items
@@ -64,20 +65,23 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
                             f"{payload['feature_dim']}-d")
     videos = [v for v in inputs.ann.subset(inputs.subset) if v.video_id not in set(inputs.exclude)]
     missing = [v.video_id for v in videos if v.video_id not in feats]
+    if len(missing) == len(videos):
+        raise PipelineError(f"{features}: no features for any of the {len(videos)} {inputs.subset!r} videos")
     if missing:
         log.warning("no features for %d of %d videos (e.g. %s): drawn without CAS", len(missing), len(videos),
                     ", ".join(missing[:3]))
-    items = [VideoItem(v.video_id, feats.load(v.video_id), inputs.ann.label_vector(v.video_id), v.duration)
-             for v in videos if v.video_id in feats]
-    items = checkpoint_items(items, payload)
+    present = AnnotationSet({v.video_id: v for v in videos if v.video_id in feats}, inputs.ann.class_names,
+                            inputs.ann.source)
+    items = checkpoint_items(build_items(present, feats, inputs.subset), payload)
     _, inferences = detect_videos(net, items, payload["test_config"], payload["class_names"], feats.snippet_seconds, dev)
-    return run_activations(inferences, payload, feats.snippet_seconds), run_settings(payload)
+    return run_activations(inferences, payload, items, feats.snippet_seconds), run_settings(payload)
 
 
-def run_activations(inferences: dict, payload: dict, snippet_seconds: float) -> ClassActivations:
-    """The CAS of `detect_videos`' per-video inferences, for the report."""
-    return ClassActivations(list(payload["class_names"]), snippet_seconds,
-                            {vid: inference.cas for vid, inference in inferences.items()})
+def run_activations(inferences: dict, payload: dict, items: list, snippet_seconds: float) -> ClassActivations:
+    """The CAS of `detect_videos`' per-video inferences on `items`, each on its own time base
+    (`snippet_seconds`: the source-wide one, for items without their own)."""
+    return ClassActivations(list(payload["class_names"]), {vid: inference.cas for vid, inference in inferences.items()},
+                            {it.video_id: it.snippet_seconds or snippet_seconds for it in items})
 
 
 def report_stage(detections: str, annotations: str, out: str, subset: str | None = None, tiou: str = "0.1:0.7:0.1",
