@@ -97,6 +97,22 @@ def test_flow_to_input_quantized():
         flow_to_input(raw, bound=0)
 
 
+def test_resolve_backend_without_probing_follows_the_device_name(monkeypatch):
+    """A driver on a CPU-only node resolves the workers' backend by name, asking nothing of CUDA
+    or OpenCV (the probes below would fail)."""
+    import wtal.device
+
+    def no_probe(*args):
+        raise AssertionError("probed")
+
+    monkeypatch.setattr(wtal.device, "resolve_device", no_probe)
+    monkeypatch.setattr(flow_mod, "_opencv_cuda_available", no_probe)
+    assert resolve_backend("auto", "cuda", probe=False) == "torch"
+    assert resolve_backend("auto", "cuda:1", probe=False) == "torch"
+    assert resolve_backend("auto", "cpu", probe=False) == "opencv-cpu"
+    assert resolve_backend("opencv-cuda", "cuda", probe=False) == "opencv-cuda"
+
+
 def test_resolve_backend_choices():
     assert BACKENDS == ("opencv-cpu", "opencv-cuda", "torch")
     assert resolve_backend("auto", "cpu") == "opencv-cpu"

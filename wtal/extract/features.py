@@ -54,13 +54,17 @@ class ExtractSettings:
         return int(round(self.crop_size * 256 / 224))
 
     def key_fields(self, device: str) -> dict:
-        """Settings as stored in cache records: weights by fingerprint, flow backend resolved."""
+        """Settings as stored in cache records: weights by fingerprint, flow backend resolved.
+
+        Nothing here touches CUDA: a driver on a CPU-only node builds the keys of GPU workers
+        (`device` "cuda"), which check that they run what the key says (`Extractor.check_key`).
+        """
         from .flow import resolve_backend
         from .i3d import weights_fingerprint
 
         fields = asdict(self)
         fields.pop("i3d_rgb"), fields.pop("i3d_flow")
-        fields["flow"] = resolve_backend(self.flow, device)
+        fields["flow"] = resolve_backend(self.flow, device, probe=False)
         fields["i3d_rgb"] = weights_fingerprint(self.i3d_rgb, "rgb")
         fields["i3d_flow"] = weights_fingerprint(self.i3d_flow, "flow")
         fields["snippet_frames"] = SNIPPET_FRAMES

@@ -48,20 +48,25 @@ def _opencv_cuda_available() -> bool:
         return False
 
 
-def resolve_backend(name: str, device: str) -> str:
+def resolve_backend(name: str, device: str, probe: bool = True) -> str:
     """Map a backend name ("auto" or one of BACKENDS) to the backend that will run.
 
-    "auto" picks "torch" when `device` resolves to CUDA, else "opencv-cpu".
+    "auto" picks "torch" when `device` resolves to CUDA, else "opencv-cpu". With ``probe=False``
+    nothing is asked of this process's CUDA or OpenCV: "auto" follows the name of `device`
+    ("cuda..." -> "torch"), as a driver on a CPU-only node needs for the workers' cache keys
+    (the workers then check availability themselves).
     """
     if name == "auto":
         if str(device).strip().lower() == "cpu":
             return "opencv-cpu"
+        if not probe:
+            return "torch" if str(device).strip().lower().startswith("cuda") else "opencv-cpu"
         from ..device import resolve_device
 
         return "torch" if resolve_device(device).type == "cuda" else "opencv-cpu"
     if name not in BACKENDS:
         raise ValueError(f"unknown flow backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
-    if name == "opencv-cuda" and not _opencv_cuda_available():
+    if probe and name == "opencv-cuda" and not _opencv_cuda_available():
         raise RuntimeError(
             f"flow backend 'opencv-cuda' needs an OpenCV build with CUDA and a CUDA device "
             f"(cv2 {cv2.__version__} has none); use 'torch' or 'opencv-cpu'"

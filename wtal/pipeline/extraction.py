@@ -6,6 +6,7 @@ runs on the embedded local Ray and on a cluster; only the driver writes the cach
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..extract.cache import FeatureCache, entry_key, file_sha256
 from ..extract.features import ExtractSettings
 from ..progress import Hook, report
 from . import PipelineError
-from .faults import crash_if_marked
+from .faults import crash_if_marked, raise_if_marked
 from .runtime import init_ray, set_threads, wants_gpu, where
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ class ExtractWorker:
     told to reuse workers, may hand a process whose CUDA context is bound to one GPU a task
     scheduled on another. The Extractor is built on the first video, inside its try, so a bad
     setting (an unreadable checkpoint) becomes a per-video failure record, not a dead actor.
-    `threads` is the number of CPUs the actor reserved.
+    A CUDA error that leaves the process's CUDA context unusable (`sticky_cuda_error`) ends the
+    process instead, after recording the failure, so that Ray restarts the actor with a fresh
+    context and retries the video. `threads` is the number of CPUs the actor reserved.
     """
 
     def __init__(self, settings: ExtractSettings, key_fields: dict, cache_root: str, device: str, batch: int,
@@ -85,19 +88,65 @@ class ExtractWorker:
             nonlocal frames
             frames += n
             crash_if_marked(video_id)
+            raise_if_marked(video_id)
 
         try:
             if self.extractor is None:
                 self.extractor = Extractor(self.settings, device=self.device, batch=self.batch)
+                if self.extractor.flow_backend != self.key_fields["flow"]:
+                    raise PipelineError(f"this worker computes flow with {self.extractor.flow_backend!r} but the "
+                                        f"cache key says {self.key_fields['flow']!r}; pass --flow explicitly")
             features = self.extractor.extract(path, on_frames=count)
             record = self.cache.put(key, video_id, features, self.key_fields, path)
         except Exception as exc:  # one bad video never stops the others: it is recorded instead
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             record = self.cache.put_failure(key, video_id, reason, self.key_fields, path)
+            if sticky_cuda_error(exc):
+                log.error("%s: %s; the CUDA context of worker %d is unusable: exiting so that Ray restarts it",
+                          video_id, reason, os.getpid())
+                os._exit(1)
         record["frames"] = frames
         record["seconds"] = time.perf_counter() - start
         record.update(where())
         return record
+
+
+def sticky_cuda_error(exc: BaseException) -> bool:
+    """Whether `exc` leaves this process's CUDA context unusable, so every later CUDA call fails
+    too (an illegal address, a device-side assert, a launch failure); out of memory is not."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA error" in str(exc)
+
+
+def pool_plan(nodes: list[dict], use_gpu: bool, videos: int) -> tuple[int, int]:
+    """(actors, CPUs per actor) of the extraction pool that the alive `nodes` (`ray.nodes()`)
+    can place at once; never more actors than `videos`.
+
+    On GPUs: one actor per GPU, each with the CPUs of its node shared among the node's GPUs (at
+    least 1: decoding, resizing and the host side of the copies run there), and no more actors on
+    a node than its CPUs allow, so a node with fewer CPUs than GPUs (``--workers 2`` on an 8-GPU
+    machine) starts only actors that can run: a video handed to an actor that can never be placed
+    would wait forever. On CPUs: one actor per CPU; with fewer videos than CPUs each actor takes
+    several CPUs (no more than a node has), and only as many actors as fit on the nodes.
+    """
+    alive = [(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
+             for n in nodes if n.get("Alive")]
+    if use_gpu:
+        gpu_nodes = [(cpus, gpus) for cpus, gpus in alive if gpus >= 1]
+        per_actor = max(1, min((cpus // gpus for cpus, gpus in gpu_nodes), default=1))
+        slots = sum(min(gpus, cpus // per_actor) for cpus, gpus in gpu_nodes)
+    else:
+        total = sum(cpus for cpus, _ in alive)
+        wanted = min(total, videos)
+        per_actor = max(1, min(total // wanted, max(cpus for cpus, _ in alive))) if wanted else 1
+        slots = sum(cpus // per_actor for cpus, _ in alive)
+    return min(slots, videos), per_actor
 
 
 @dataclass
@@ -122,9 +171,11 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     """Extract every video not yet in the cache under `settings` on a pool of Ray actors.
 
     One `ExtractWorker` per GPU of the cluster on CUDA (each declares 1 GPU for flow and I3D and
-    1 CPU for decoding), else one per CPU; Ray spreads them over the nodes, so every node's GPUs
-    (or CPUs) work. With fewer videos than CPUs, each CPU actor takes several CPUs (no more than
-    a node has) and as many threads, so a single video still uses the machine. Each actor gets
+    its share of the node's CPUs for decoding), else one per CPU, as many as can be placed
+    (`pool_plan`); Ray spreads them over the nodes, so every node's GPUs (or CPUs) work. With
+    fewer videos than CPUs, each CPU actor takes several CPUs (no more than a node has) and as
+    many threads, so a single video still uses the machine. Nothing in the driver touches CUDA,
+    so it may run on a CPU-only head node. Each actor gets
     the next video as soon as it is done with one. An actor whose process dies mid-video is
     restarted and the video retried (`EXTRACT_RETRIES` times); only the driver updates the
     manifest, after each finished video, so a killed run loses no finished video and a re-run
@@ -148,14 +199,10 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
         return summary
     ray = init_ray(ray_address, workers)
     task_device = "cuda" if use_gpu else "cpu"
-    slots = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0))
-    if slots < 1:
-        raise PipelineError(f"the Ray cluster has no {'GPU' if use_gpu else 'CPU'} to extract on")
-    count = min(slots, len(todo))
-    threads = 1
-    if not use_gpu:
-        node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive"))
-        threads = max(1, min(slots // count, node_cpus))
+    count, threads = pool_plan(ray.nodes(), use_gpu, len(todo))
+    if count < 1:
+        need = "a GPU with a CPU beside it" if use_gpu else "a CPU"
+        raise PipelineError(f"the Ray cluster has no {need} to extract on")
     worker_class = ray.remote(ExtractWorker).options(
         num_cpus=threads, num_gpus=(1 if use_gpu else 0), max_restarts=-1, max_task_retries=EXTRACT_RETRIES,
         scheduling_strategy="SPREAD")
