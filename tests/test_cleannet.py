@@ -43,9 +43,9 @@ def test_registered_with_paper_defaults():
                   "joint_start_epoch": 2}
     assert CleanNet.hparam_defaults()["anchors"] == (1, 2, 4, 8, 16, 32)
     assert train == {"lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4, "lr_step_videos": 200, "batch_size": 1,
-                     "epochs": 9, "max_len": 750}
-    assert test == {"class_threshold": 0.1, "nms_threshold": 0.5, "class_fallback": "top", "nms_overlap": "tiou",
-                    "max_detections": None}
+                     "epochs": 9, "max_len": 750, "train_sampling": "segments"}
+    assert test == {"class_threshold": 0.1, "nms_threshold": 0.5, "test_sampling": "native", "test_len": 750,
+                    "class_fallback": "top", "nms_overlap": "tiou", "max_detections": None}
 
 
 def test_signed_edgeness_hand_worked():

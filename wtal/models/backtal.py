@@ -114,13 +114,15 @@ class BaSNet(Localizer):
     name = "basnet"
     conv_bias = True
     # the public code: 1500 iterations of batch 16 on THUMOS14's 200 validation videos
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750, "train_sampling": "segments"}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.0, 0.25, 0.025),
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.7,
+        "test_sampling": "native",
+        "test_len": 750,
         **POSTPROCESS_DEFAULTS,
     }
 
@@ -200,7 +202,7 @@ class BackTAL(BaSNet):
     name = "backtal"
     needs_clicks = True
     conv_bias = False
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750, "train_sampling": "segments"}
     test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55}
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,

@@ -76,6 +76,7 @@ class Localizer(nn.Module):
         "batch_size": 16,
         "epochs": 100,
         "max_len": 750,
+        "train_sampling": "segments",
     }
     test_defaults: ClassVar[dict[str, Any]] = {
         "class_threshold": 0.25,
@@ -83,6 +84,8 @@ class Localizer(nn.Module):
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.5,
+        "test_sampling": "native",
+        "test_len": 750,
         **POSTPROCESS_DEFAULTS,
     }
 

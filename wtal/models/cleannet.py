@@ -142,10 +142,13 @@ class CleanNet(Localizer):
         "batch_size": 1,
         "epochs": 3,
         "max_len": 750,
+        "train_sampling": "segments",
     }
     test_defaults = {
         "class_threshold": 0.1,
         "nms_threshold": 0.4,
+        "test_sampling": "native",
+        "test_len": 750,
         "class_fallback": "top",
         "nms_overlap": POSTPROCESS_DEFAULTS["nms_overlap"],
         "max_detections": POSTPROCESS_DEFAULTS["max_detections"],

@@ -151,6 +151,7 @@ class DGAM(Localizer):
         "batch_size": 32,
         "epochs": 6000,
         "max_len": 400,
+        "train_sampling": "segments",
     }
     test_defaults = {
         "class_threshold": 0.1,
@@ -160,6 +161,8 @@ class DGAM(Localizer):
         "upsample_scale": 20,
         "outer_weight": 0.3,
         "nms_threshold": 0.5,
+        "test_sampling": "native",
+        "test_len": 400,
         "class_fallback": "top",
         "threshold_smoothing": 0.0,
         "nms_overlap": POSTPROCESS_DEFAULTS["nms_overlap"],

@@ -69,13 +69,15 @@ class ECM(Localizer):
     """Pre- and post-classification streams sharing an encoder and a classifier."""
 
     name = "ecm"
-    train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750}
+    train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750, "train_sampling": "segments"}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.01, 0.2, 0.025),
         "oic_outer_ratio": 0.4,
         "oic_class_weight": 0.15,
         "nms_threshold": 0.6,
+        "test_sampling": "native",
+        "test_len": 750,
         **POSTPROCESS_DEFAULTS,
     }
 

@@ -16,13 +16,15 @@ from .base import Inference, Localizer, TemporalConvHead, register, topk_count, 
 @register
 class MIL(Localizer):
     name = "mil"
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750, "train_sampling": "segments"}
     test_defaults = {
         "class_threshold": 0.2,
         "cas_thresholds": (0.1, 0.9, 0.1),
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.5,
+        "test_sampling": "native",
+        "test_len": 750,
         **POSTPROCESS_DEFAULTS,
     }
 

@@ -90,13 +90,15 @@ class RSKP(Localizer):
 
     name = "rskp"
     # the public code trains on whole videos (no sampling): max_len only guards memory
-    train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000}
+    train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000, "train_sampling": "segments"}
     test_defaults = {
         "class_threshold": 0.1,
         "cas_thresholds": (0.001, 0.04, 0.002),
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.0,
         "nms_threshold": 0.5,
+        "test_sampling": "native",
+        "test_len": 750,
         **POSTPROCESS_DEFAULTS,
     }
 

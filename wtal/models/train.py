@@ -1,8 +1,10 @@
 """Training and inference loops shared by every localizer.
 
-Videos are sampled to at most `max_len` snippets per epoch (uniform segments with a random
-snippet in each, as the public WTAL code does), padded to the longest video of the batch and
-masked, so padded snippets never enter pooling or losses.
+Videos are brought to `max_len` snippets per epoch by `train_sampling` (default "segments": at
+most `max_len`, one random snippet per equal segment, as the public WTAL code does; see
+`wtal.models.sampling` for the other modes), padded to the longest video of the batch and masked,
+so padded snippets never enter pooling or losses. Detection brings each video to `test_len` by
+`test_sampling` (default "native") and maps its proposals back with the video's own scale.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from ..postprocess.detections import proposals_to_results
 from ..postprocess.proposals import VIDEO_FRAMES_PER_SNIPPET, VIDEO_SNIPPET_SECONDS, to_seconds
 from .base import Localizer
+from .sampling import check_mode, click_slots, resample
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +80,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sample_indices(T: int, max_len: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Snippet indices for one video: all of them when T <= max_len, else one random snippet
-    from each of `max_len` equal segments (the middle one when `rng` is None)."""
-    if T <= max_len:
-        return np.arange(T)
-    bounds = np.floor(np.linspace(0, T, max_len + 1)).astype(int)
-    lo, hi = bounds[:-1], np.maximum(bounds[1:], bounds[:-1] + 1)
-    if rng is None:
-        return (lo + hi - 1) // 2
-    return lo + (rng.random(max_len) * (hi - lo)).astype(int)
-
-
-def collate(items: list[VideoItem], max_len: int, rng: np.random.Generator | None, device: torch.device) -> dict[str, Any]:
-    """Batch of sampled, padded videos.
+def collate(items: list[VideoItem], max_len: int, rng: np.random.Generator | None, device: torch.device,
+            mode: str = "segments") -> dict[str, Any]:
+    """Batch of videos brought to `max_len` by the sampling `mode` (`wtal.models.sampling`), padded.
 
     Keys: features (B, L, D), mask (B, L) bool, labels (B, C), background (B, L) bool marking
-    snippets with a background click, lengths (B,), video_ids.
+    slots holding a background click, lengths (B,), video_ids.
     """
-    picks = [sample_indices(len(it.features), max_len, rng) for it in items]
+    picks = [resample(it.features, mode, max_len, rng)[0] for it in items]
     L = max(len(p) for p in picks)
     D = items[0].features.shape[1]
     feats = np.zeros((len(items), L, D), dtype=np.float32)
     mask = np.zeros((len(items), L), dtype=bool)
     background = np.zeros((len(items), L), dtype=bool)
-    for b, (it, idx) in enumerate(zip(items, picks)):
-        feats[b, : len(idx)] = it.features[idx]
-        mask[b, : len(idx)] = True
+    for b, (it, x) in enumerate(zip(items, picks)):
+        feats[b, : len(x)] = x
+        mask[b, : len(x)] = True
         if len(it.clicks):
-            # each sampled slot stands for one equal segment of the source video
-            bounds = np.floor(np.linspace(0, len(it.features), len(idx) + 1))
-            slot = np.searchsorted(bounds, it.clicks, side="right") - 1
-            background[b, slot[(slot >= 0) & (slot < len(idx))]] = True
+            background[b, click_slots(it.clicks, len(it.features), len(x), mode)] = True
     return {
         "features": torch.from_numpy(feats).to(device),
         "mask": torch.from_numpy(mask).to(device),
@@ -136,6 +125,7 @@ def train_localizer(
     optimizers = model.make_optimizers(cfg)
     epochs = int(cfg["epochs"] if epochs is None else epochs)
     batch_size = int(cfg["batch_size"])
+    sampling = check_mode(str(cfg.get("train_sampling", "segments")), "train_sampling")
     history = []
     bar = None
     if progress:
@@ -147,7 +137,7 @@ def train_localizer(
         order = rng.permutation(len(items))
         sums: dict[str, float] = {}
         batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-        loader = [collate([items[j] for j in b], int(cfg["max_len"]), rng, device) for b in batches]
+        loader = [collate([items[j] for j in b], int(cfg["max_len"]), rng, device, sampling) for b in batches]
         for batch in loader:
             terms = model.fit_step(batch, optimizers, epoch)
             for k, v in terms.items():
@@ -176,16 +166,23 @@ def detect_videos(
 ) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Detections (ActivityNet result rows, seconds) and per-video inference of each item.
 
-    Seconds use each item's own `snippet_seconds` (else the source-wide `snippet_seconds`).
+    Each video is first brought to `test_len` by `test_sampling` (`wtal.models.sampling`, default
+    "native"); proposals on that axis go back to source snippets with the video's own scale, and
+    to seconds with its own `snippet_seconds` (else the source-wide `snippet_seconds`). The
+    inferences stay on the sampled axis.
     """
     model.to(device).eval()
+    mode = check_mode(str(cfg.get("test_sampling", "native")), "test_sampling")
     results, inferences = {}, {}
     for it in items:
+        x, scale = resample(it.features, mode, int(cfg.get("test_len", 0)))
         seconds = it.snippet_seconds or snippet_seconds
-        frames = seconds * it.fps if it.fps else None
-        feats = torch.from_numpy(np.ascontiguousarray(it.features, dtype=np.float32)).to(device)
-        proposals, inference = model.detect(feats, {**cfg, VIDEO_SNIPPET_SECONDS: seconds,
+        frames = seconds * it.fps * scale if it.fps else None
+        feats = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        proposals, inference = model.detect(feats, {**cfg, VIDEO_SNIPPET_SECONDS: seconds * scale,
                                                     VIDEO_FRAMES_PER_SNIPPET: frames})
+        if scale != 1.0:
+            proposals = [replace(p, start=p.start * scale, end=p.end * scale) for p in proposals]
         duration = it.duration if it.duration is not None else len(it.features) * seconds
         results[it.video_id] = proposals_to_results(to_seconds(proposals, seconds, duration), class_names)
         inferences[it.video_id] = inference
