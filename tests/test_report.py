@@ -11,7 +11,7 @@ import pytest
 from wtal.data.annotations import AnnotationSet, Segment, VideoAnnotation
 from wtal.data.synthetic import write_feature_dataset
 from wtal.evaluate import diagnosis
-from wtal.evaluate.html_report import report_data
+from wtal.evaluate.html_report import render_html, report_data
 from wtal.evaluate.metrics import evaluate, match_predictions
 from wtal.evaluate.reports import EvaluationInputs
 from wtal.pipeline.cli import main
@@ -131,7 +131,7 @@ def test_wtal_report_writes_one_self_contained_page_with_cas(run, capsys):
                  "--checkpoint", str(root / "run"), "--device", "cpu", "--out", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
-    assert not re.search(r'(src|href)\s*=|@import|url\((?!#)|https?://', text)  # nothing to fetch
+    assert not re.search(r'(src|href)\s*=\s*["\'](?!#)|@import|url\((?!#)|https?://', text)  # nothing to fetch
     data = embedded(out)
     assert data["report"] == json.loads((root / "report.json").read_text())
     assert data["model"]["model"] == "mil" and data["model"]["hparams"]["hidden"] == 16
@@ -166,3 +166,24 @@ def test_help_and_plain_report_import_no_torch():
             "heavy = [m for m in ('torch', 'ray') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_report_data_in_snippet_units_and_with_extra_videos():
+    ann = hand_ann()
+    detections = {**DETECTIONS, "elsewhere": [det("A", 0.95, 10, 20)]}  # a video outside the subset
+    plain = report_data(EvaluationInputs(ann, detections, "test", np.array([0.5])))
+    assert [v["id"] for v in plain["videos"]] == ["v1", "v2"]
+    assert plain["errors"]["counts"][0] == [2, 1, 1, 1, 1, 2]  # the extra prediction is background
+    assert plain["report"]["num_predictions"] == 8
+    wtalc = report_data(EvaluationInputs(ann, DETECTIONS, "test", np.array([0.5]), "wtalc", ambiguous={}))
+    # segments are drawn in seconds: snippet indices round(s * 25 / 16) back over 25 / 16
+    assert wtalc["videos"][0]["gt"][2][1:3] == [round(94 * 16 / 25, 2), round(109 * 16 / 25, 2)]
+    assert wtalc["videos"][0]["det"][0][1:3] == [round(16 * 16 / 25, 2), round(31 * 16 / 25, 2)]
+
+
+def test_embedded_data_cannot_close_its_script_element():
+    videos = {"v</script><!--": VideoAnnotation("v</script><!--", "test", 10.0, 25.0, [Segment("<b>x</b>", 1, 2)])}
+    ann = AnnotationSet(videos, ["<b>x</b>"], "mem.json")
+    html = render_html(report_data(EvaluationInputs(ann, {}, "test", np.array([0.5]))))
+    block = re.search(r'id="wtal-data">(.*?)</script>', html, re.DOTALL).group(1)
+    assert "<" not in block and json.loads(block)["classes"] == ["<b>x</b>"]

@@ -134,6 +134,10 @@ def test_videos_worst_first_and_filters_hide_videos(rendered):
     assert sorted(visible_videos(browser)) == ["v_c", "v_e", "v_f"]  # the videos with Throw
     assert "showing 3 of 3" in texts(browser, "#video-count")[0]
     browser.evaluate("(e => { e.value = ''; e.dispatchEvent(new Event('change')); })(document.getElementById('filter-class'))")
+    browser.click("#class-table tr[data-class='Run'] a")  # a class name shows its videos
+    assert sorted(visible_videos(browser)) == ["v_a", "v_b", "v_e"]
+    assert browser.evaluate("document.getElementById('filter-class').selectedOptions[0].textContent") == "Run"
+    browser.evaluate("(e => { e.value = ''; e.dispatchEvent(new Event('change')); })(document.getElementById('filter-class'))")
 
 
 def test_screenshot_is_not_blank(rendered, tmp_path):

@@ -158,9 +158,10 @@ def report_data(
 
 
 def render_html(data: dict) -> str:
-    """The page: the template with `data` embedded as JSON (safe inside a script element)."""
+    """The page: the template with `data` embedded as JSON; every "<" is written as \\u003c, so
+    no string in it can end or re-open the script element."""
     template = resources.files("wtal.evaluate").joinpath("report_template.html").read_text(encoding="utf-8")
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
     title = str(data.get("title", "wtal report")).replace("&", "&amp;").replace("<", "&lt;")
     return template.replace("__WTAL_TITLE__", title).replace("__WTAL_DATA__", payload)
 
