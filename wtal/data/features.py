@@ -526,3 +526,24 @@ def require_lengths(source: FeatureSource, ann, subset: str) -> None:
             f"{messages[0]}{more}; these {source.kind} features claim a fixed snippet length, so their seconds "
             f"would be wrong: pass the right snippet length (--snippet-seconds, meta.json) or matching features"
         )
+
+
+def settings_mismatch(trained: dict, current: dict) -> list[str]:
+    """Differences between the feature settings a model was trained on and those of other features.
+
+    Compared where both sides know them: the time base rule, the snippet length of native-rate
+    layouts and a cache's extraction settings. A different layout alone (a cache and its export)
+    is not a difference.
+    """
+    diffs = []
+    if trained.get("time_base") != current.get("time_base"):
+        diffs.append(f"time base {trained.get('time_base')!r} vs {current.get('time_base')!r}")
+    elif trained.get("snippet_seconds") and current.get("snippet_seconds") and not math.isclose(
+            trained["snippet_seconds"], current["snippet_seconds"], rel_tol=1e-6):
+        diffs.append(f"snippet_seconds {trained['snippet_seconds']:.4f} vs {current['snippet_seconds']:.4f}")
+    a, b = trained.get("extraction"), current.get("extraction")
+    if a is not None and b is not None:
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append(f"extraction {key} {a.get(key)!r} vs {b.get(key)!r}")
+    return diffs

@@ -80,7 +80,7 @@ def cmd_detect(args) -> int:
     set_threads(args.device)
     info = detect_stage(args.features, args.checkpoint, args.out, subset=args.subset, device=args.device,
                         annotations=args.annotations, snippet_seconds=args.snippet_seconds, sets=_sets(args.set),
-                        allow_pickle=args.allow_pickle)
+                        allow_pickle=args.allow_pickle, allow_mismatch=args.allow_mismatch)
     print(f"wrote {info.detections} detections for {info.videos} videos to {args.out}")
     return 0
 
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snippet-seconds", type=float, help=SNIPPET_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a test setting")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="detect on features whose time base or extraction settings differ from training")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("evaluate", help="mAP at tIoU thresholds (ActivityNet detection metric)")

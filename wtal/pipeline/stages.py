@@ -158,12 +158,12 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     Path(out).mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, net, ann.class_names, train_cfg, test_cfg, feats.snippet_seconds, seed=seed, selection=selection,
                     annotations=str(Path(annotations).resolve()), train_subset=train_subset, eval_subset=default_eval,
-                    epochs=total_epochs, device=str(dev), **norm)
+                    epochs=total_epochs, device=str(dev), feature_settings=feats.settings(), **norm)
     log_data = {"model": model, "selection": selection, "history": history, "train_config": train_cfg,
                 "test_config": {k: list(v) if isinstance(v, tuple) else v for k, v in test_cfg.items()},
                 "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in hparams.items()},
                 "num_train_videos": len(items), "num_val_videos": len(val_items), "seed": seed,
-                "standardize": standardize}
+                "standardize": standardize, "feature_settings": feats.settings()}
     (Path(out) / "train_log.json").write_text(json.dumps(log_data, indent=1))
     return TrainResult(str(out), model, selection, history, len(items), len(val_items))
 
@@ -181,9 +181,14 @@ def checkpoint_items(items: list, payload: dict) -> list:
 
 def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = None, device: str = "auto",
                  annotations: str | None = None, snippet_seconds: float | None = None,
-                 sets: dict[str, str] | None = None, allow_pickle: bool = False) -> DetectResult:
-    """Run a trained localizer over a subset's videos (all feature videos without annotations)."""
-    from ..data.features import open_features
+                 sets: dict[str, str] | None = None, allow_pickle: bool = False,
+                 allow_mismatch: bool = False) -> DetectResult:
+    """Run a trained localizer over a subset's videos (all feature videos without annotations).
+
+    Features of another width are refused; features whose time base or extraction settings differ
+    from those the checkpoint records are refused unless `allow_mismatch`.
+    """
+    from ..data.features import open_features, settings_mismatch
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
     from ..models.train import VideoItem, detect_videos
@@ -209,6 +214,15 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
         feats, ann = open_features(features, seconds, allow_pickle=allow_pickle), None
     if feats.feature_dim != payload["feature_dim"]:
         raise PipelineError(f"{features}: features are {feats.feature_dim}-d but {checkpoint} was trained on {payload['feature_dim']}-d")
+    trained = info.get("feature_settings")
+    diffs = settings_mismatch(trained, feats.settings()) if trained else []
+    if diffs and not allow_mismatch:
+        raise PipelineError(
+            f"{features}: feature settings differ from those {checkpoint} was trained on ({'; '.join(diffs)}; "
+            f"features: {feats.settings()}, checkpoint: {trained}); pass --allow-mismatch to detect anyway"
+        )
+    if diffs:
+        log.warning("detecting on features whose settings differ from training: %s", "; ".join(diffs))
     if ann is not None:
         items = _items(ann, feats, subset)
     else:
