@@ -187,3 +187,17 @@ def test_embedded_data_cannot_close_its_script_element():
     html = render_html(report_data(EvaluationInputs(ann, {}, "test", np.array([0.5]))))
     block = re.search(r'id="wtal-data">(.*?)</script>', html, re.DOTALL).group(1)
     assert "<" not in block and json.loads(block)["classes"] == ["<b>x</b>"]
+
+
+def test_cas_of_a_resampled_run_spans_the_video(run):
+    root, feat, ann = run
+    assert main(["train", "--features", str(feat), "--annotations", str(ann), "--out", str(root / "run20"), "--device",
+                 "cpu", "--model", "mil", "--epochs", "1", "--set", "hidden=16", "--set", "test_sampling=interpolate",
+                 "--set", "test_len=20"]) == 0
+    out = root / "resampled.html"
+    assert main(["report", "--detections", str(root / "det.json"), "--annotations", str(ann), "--features", str(feat),
+                 "--checkpoint", str(root / "run20"), "--device", "cpu", "--out", str(out)]) == 0
+    for video in embedded(out)["videos"]:
+        length = len(np.load(feat / f"{video['id']}.npy"))
+        assert video["cas"]["step"] == pytest.approx(round(length * 0.64 / 20, 4))
+        assert all(len(curve) == 20 for curve in video["cas"]["curves"].values())

@@ -78,10 +78,13 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
 
 
 def run_activations(inferences: dict, payload: dict, items: list, snippet_seconds: float) -> ClassActivations:
-    """The CAS of `detect_videos`' per-video inferences on `items`, each on its own time base
-    (`snippet_seconds`: the source-wide one, for items without their own)."""
-    return ClassActivations(list(payload["class_names"]), {vid: inference.cas for vid, inference in inferences.items()},
-                            {it.video_id: it.snippet_seconds or snippet_seconds for it in items})
+    """The CAS of `detect_videos`' per-video inferences on `items`. A CAS row spans the video's
+    feature time (its rows times its own `snippet_seconds`, else the source-wide one) over the
+    CAS length, which also holds when `test_sampling` resampled the video."""
+    cas = {vid: inference.cas for vid, inference in inferences.items()}
+    step = {it.video_id: len(it.features) * (it.snippet_seconds or snippet_seconds) / max(len(cas[it.video_id]), 1)
+            for it in items}
+    return ClassActivations(list(payload["class_names"]), cas, step)
 
 
 def report_stage(detections: str, annotations: str, out: str, subset: str | None = None, tiou: str = "0.1:0.7:0.1",
