@@ -201,3 +201,14 @@ def test_cas_of_a_resampled_run_spans_the_video(run):
         length = len(np.load(feat / f"{video['id']}.npy"))
         assert video["cas"]["step"] == pytest.approx(round(length * 0.64 / 20, 4))
         assert all(len(curve) == 20 for curve in video["cas"]["curves"].values())
+
+
+def test_cas_from_features_unlike_training_is_drawn_and_flagged(run):
+    root, feat, ann = run
+    out = root / "mismatch.html"
+    assert main(["report", "--detections", str(root / "det.json"), "--annotations", str(ann), "--features", str(feat),
+                 "--checkpoint", str(root / "run"), "--device", "cpu", "--snippet-seconds", "0.32",
+                 "--out", str(out)]) == 0
+    data = embedded(out)
+    assert "0.32" in data["model"]["feature settings differ from training"]
+    assert all(video["cas"]["step"] == pytest.approx(0.32) for video in data["videos"])

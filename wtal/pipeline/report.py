@@ -44,9 +44,10 @@ def run_settings(payload: dict) -> dict:
 def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, device: str = "auto",
                       snippet_seconds: float | None = None, allow_pickle: bool = False) -> tuple[ClassActivations, dict]:
     """The run's CAS on every evaluated video with features, through the detection code, and its
-    settings."""
+    settings. Features whose settings differ from training are drawn with a warning (the
+    report shows the difference), not refused as `wtal detect` does: the CAS only illustrates."""
     from ..data.annotations import AnnotationSet
-    from ..data.features import open_features
+    from ..data.features import open_features, settings_mismatch
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
     from ..models.train import build_items, detect_videos
@@ -63,6 +64,10 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
     if feats.feature_dim != payload["feature_dim"]:
         raise PipelineError(f"{features}: features are {feats.feature_dim}-d but {checkpoint} was trained on "
                             f"{payload['feature_dim']}-d")
+    trained = payload.get("info", {}).get("feature_settings")
+    diffs = settings_mismatch(trained, feats.settings()) if trained else []
+    if diffs:
+        log.warning("CAS from features whose settings differ from training: %s", "; ".join(diffs))
     videos = [v for v in inputs.ann.subset(inputs.subset) if v.video_id not in set(inputs.exclude)]
     missing = [v.video_id for v in videos if v.video_id not in feats]
     if len(missing) == len(videos):
@@ -74,7 +79,10 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
                             inputs.ann.source)
     items = checkpoint_items(build_items(present, feats, inputs.subset), payload)
     _, inferences = detect_videos(net, items, payload["test_config"], payload["class_names"], feats.snippet_seconds, dev)
-    return run_activations(inferences, payload, items, feats.snippet_seconds), run_settings(payload)
+    settings = run_settings(payload)
+    if diffs:
+        settings["feature settings differ from training"] = "; ".join(diffs)
+    return run_activations(inferences, payload, items, feats.snippet_seconds), settings
 
 
 def run_activations(inferences: dict, payload: dict, items: list, snippet_seconds: float) -> ClassActivations:
