@@ -70,7 +70,7 @@ WIDTHS: dict[str, tuple[str, ...]] = {
 EPOCH_KEYS: dict[str, tuple[str, ...]] = {
     "rskp": ("warmup",),
     "dgam": ("warmup_epochs",),
-    "cleannet": ("loc_start_epoch", "joint_start_epoch"),
+    "cleannet": ("cls_epochs",),
 }
 QUICK = {"scale": 0.15, "stream_dim": 32, "width_div": 16, "epoch_fraction": 1.0, "max_epochs": 10}
 FULL = {"scale": 1.0, "stream_dim": 1024, "width_div": 1, "epoch_fraction": 1.0, "max_epochs": None}
@@ -98,7 +98,8 @@ def reduced_settings(name: str, width_div: int, epoch_fraction: float, max_epoch
     if epochs != default:
         sets["epochs"] = epochs
         for key in EPOCH_KEYS.get(name, ()):
-            sets[key] = max(1, round(int(hparams[key]) * epochs / default))
+            # a later stage starts before the last epoch, so that every stage still runs
+            sets[key] = max(1, min(epochs - 1, round(int(hparams[key]) * epochs / default)))
     if "lr_step_videos" in train_cfg and train_videos != 200:
         sets["lr_step_videos"] = max(1, round(int(train_cfg["lr_step_videos"]) * train_videos / 200))
     split_settings(cls, sets)  # unknown keys fail here, naming the model
