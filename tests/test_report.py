@@ -60,6 +60,8 @@ def test_profile_gain_and_missed_lengths_by_hand():
     profile = diagnosis.fp_profile(m, codes, k_max=2)
     # top-1G: A's best two (TP, double) and B's best one (wrong label); top-2G: four of A, both of B
     assert profile[1].tolist() == [[1, 1, 1, 0, 0, 0], [2, 1, 1, 1, 1, 0]]
+    per_class = diagnosis.class_profile(m, codes, k_max=1)[:, 1, 0]
+    assert per_class.tolist() == [[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]]  # A, B, C
     # AP at 0.5: A 1/2, B 1/2 (its TP ranks second), C 0; removing the wrong label lifts B to 1.
     gain = diagnosis.removal_gain(m, codes)
     np.testing.assert_allclose(gain[:, 1], [0, 0.5 / 3, 0, 0, 0], atol=1e-12)

@@ -103,8 +103,15 @@ def test_every_class_row_with_its_ap(rendered):
     for name in CLASSES:
         cells = texts(browser, f"#class-table tbody tr[data-class='{name}'] td")
         ap = report["per_class_ap"][name]
-        assert cells[4:] == [f"{100 * a:.2f}" for a in ap] + [f"{100 * sum(ap) / len(ap):.2f}"]
+        assert cells[4:-1] == [f"{100 * a:.2f}" for a in ap] + [f"{100 * sum(ap) / len(ap):.2f}"]
         assert cells[1] == str(sum(seg[0] == name for segs in GROUND_TRUTH.values() for seg in segs))
+
+
+def test_top_g_outcomes_of_a_class(rendered):
+    browser, _, _ = rendered
+    # Jump's three best detections at tIoU 0.5: two true positives, then [3, 5] against [3, 8]
+    bars = texts(browser, "#class-table tr[data-class='Jump'] td.top-g rect title")
+    assert bars == ["true positive: 2 (66.7%)", "localization: 1 (33.3%)"]
 
 
 def test_clicking_a_column_sorts_the_rows(rendered):

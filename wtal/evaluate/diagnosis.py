@@ -80,18 +80,23 @@ def ranked_by_class(m: Matching) -> tuple[np.ndarray, np.ndarray]:
     return order, bounds
 
 
-def fp_profile(m: Matching, codes: np.ndarray, k_max: int = 10) -> np.ndarray:
-    """(T, k_max, 6) counts of each outcome among every class's top-kG predictions, k = 1..k_max."""
+def class_profile(m: Matching, codes: np.ndarray, k_max: int = 10) -> np.ndarray:
+    """(C, T, k_max, 6) counts of each outcome among each class's top-kG predictions, k = 1..k_max."""
     order, bounds = ranked_by_class(m)
     npos = np.bincount(m.gt_class, minlength=len(m.classes))
-    out = np.zeros((len(m.tious), k_max, len(OUTCOMES)), dtype=np.int64)
+    out = np.zeros((len(m.classes), len(m.tious), k_max, len(OUTCOMES)), dtype=np.int64)
     for c in range(len(m.classes)):
         ranked = codes[:, order[bounds[c]:bounds[c + 1]]]
         for k in range(k_max):
             top = ranked[:, : (k + 1) * npos[c]]
             for t in range(len(m.tious)):
-                out[t, k] += np.bincount(top[t], minlength=len(OUTCOMES))
+                out[c, t, k] = np.bincount(top[t], minlength=len(OUTCOMES))
     return out
+
+
+def fp_profile(m: Matching, codes: np.ndarray, k_max: int = 10) -> np.ndarray:
+    """(T, k_max, 6) counts of each outcome among the top-kG predictions of every class, pooled."""
+    return class_profile(m, codes, k_max).sum(axis=0)
 
 
 def class_ap(m: Matching, keep: np.ndarray | None = None) -> np.ndarray:

@@ -127,6 +127,7 @@ def report_data(
                           exclude=inputs.exclude, ambiguous=inputs.ambiguous,
                           ignore_extra_videos=inputs.ignore_extra_videos)
     codes = diagnosis.outcomes(m)
+    profile = diagnosis.class_profile(m, codes)
     scale = 1.0 / m.units_per_second if m.units_per_second else 1.0
     edges, total, missed = diagnosis.missed_by_length(m)
     n_classes = len(m.classes)
@@ -144,7 +145,8 @@ def report_data(
             "outcomes": list(diagnosis.OUTCOMES),
             "min_tiou": diagnosis.MIN_TIOU,
             "counts": [np.bincount(row, minlength=len(diagnosis.OUTCOMES)).tolist() for row in codes],
-            "profile": diagnosis.fp_profile(m, codes).tolist(),
+            "profile": profile.sum(axis=0).tolist(),
+            "class_top_g": profile[:, :, 0].tolist(),
             "gain": _round(diagnosis.removal_gain(m, codes).T, 5),
             "length_bins": [[lo, None if np.isinf(hi) else hi] for lo, hi in itertools.pairwise(edges)],
             "length_names": list(diagnosis.BIN_NAMES),
