@@ -32,15 +32,15 @@ def test_registered_with_paper_defaults():
     assert get_localizer("basnet") is BaSNet and get_localizer("backtal") is BackTAL
     assert BackTAL.needs_clicks and not BaSNet.needs_clicks
     hp, train, test = split_settings(BackTAL, {"hidden": "64", "epochs": "3"})
-    assert hp == {"hidden": 64, "filter_hidden": 512, "dropout": 0.7, "topk_ratio": 8, "norm_weight": 1e-4,
+    assert hp == {"hidden": 64, "filter_hidden": 512, "dropout": 0.7, "topk_fraction": 0.125, "norm_weight": 1e-4,
                   "embed_hidden": 512, "embed_dim": 32, "click_weight": 1.0, "separation_weight": 1.0,
                   "affinity_weight": 0.8, "tau_same": 0.5, "tau_diff": 0.1}
     assert train == {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
-                     "train_sampling": "segments"}
+                     "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.0, 0.25, 0.025)
     assert (test["oic_outer_ratio"], test["oic_class_weight"], test["nms_threshold"]) == (0.25, 0.2, 0.55)
     hp, train, test = split_settings(BaSNet, None)
-    assert hp == {"hidden": 2048, "filter_hidden": 512, "dropout": 0.7, "topk_ratio": 8, "norm_weight": 1e-4}
+    assert hp == {"hidden": 2048, "filter_hidden": 512, "dropout": 0.7, "topk_fraction": 0.125, "norm_weight": 1e-4}
     assert train["epochs"] == 115 and train["lr"] == 1e-4 and test["nms_threshold"] == 0.7
 
 

@@ -34,7 +34,8 @@ def test_registered_with_paper_defaults():
                   "kl_weight": 0.1, "fg_weight": 1.0, "bg_weight": 0.03, "guide_weight": 0.1, "guide_sigma": 1.0,
                   "recon_weights": (0.5, 0.3), "warmup_epochs": 300, "cvae_steps": 1}
     assert train == {"lr": 1e-3, "weight_decay": 1e-4, "adam_betas": (0.8, 0.999), "batch_size": 32, "epochs": 3,
-                     "max_len": 400, "train_sampling": "segments"}
+                     "max_len": 400, "train_sampling": "segments",
+                     "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.1 and test["attention_thresholds"] == (0.03, 0.08)
     assert test["frame_score_ratios"] == (0.35, 0.65) and test["outer_weight"] == 0.3 and test["nms_threshold"] == 0.4
 

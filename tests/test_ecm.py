@@ -20,9 +20,9 @@ from helpers import (
 def test_registered_with_paper_defaults():
     assert get_localizer("ecm") is ECM
     hp, train, test = split_settings(ECM, {"hidden": "64", "nms_threshold": "0.5", "epochs": "3"})
-    assert hp == {"hidden": 64, "dropout": 0.5, "topk_ratio": 8, "folds": 3, "c2c_weight": 0.05, "a2c_weight": 5.0}
+    assert hp == {"hidden": 64, "dropout": 0.5, "topk_fraction": 0.125, "folds": 3, "c2c_weight": 0.05, "a2c_weight": 5.0}
     assert train == {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
-                     "train_sampling": "segments"}
+                     "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.01, 0.2, 0.025)
     assert (test["oic_outer_ratio"], test["oic_class_weight"], test["nms_threshold"]) == (0.4, 0.15, 0.5)
 

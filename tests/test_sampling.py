@@ -132,3 +132,28 @@ def test_resampled_video_detects_at_the_native_seconds(tmp_path, mode, length):
     assert native["v"][0]["segment"] == pytest.approx([187 * 0.64, 234 * 0.64])
     start, end = sampled["v"][0]["segment"]
     assert abs(start - native["v"][0]["segment"][0]) <= 0.64 and abs(end - native["v"][0]["segment"][1]) <= 0.64
+
+
+def test_topk_is_a_fraction_of_T_and_the_lr_decays_in_steps():
+    from wtal.models.base import topk_count
+
+    mask = torch.ones(3, 750, dtype=torch.bool)
+    mask[1, 100:] = False
+    mask[2, 5:] = False
+    # int(T * fraction): 750 * 0.125 = 93, 100 * 0.6 = 60, 5 * 0.125 = 0 -> at least 1
+    assert topk_count(mask, 750, 0.125).tolist() == [93, 12, 1]
+    assert topk_count(mask, 750, 0.6).tolist() == [450, 60, 3]
+    assert topk_count(None, 750, 0.6, batch=2).tolist() == [450, 450]
+    _, train, _ = split_settings(MIL, {"lr_decay_epochs": "1,2", "lr_decay_factor": "0.5", "epochs": "3", "lr": "0.1"})
+    model = MIL(2, 1, hidden=4)
+    seen = []
+    original = model.fit_step
+
+    def record(batch, optimizers, epoch):
+        seen.append(optimizers["main"].param_groups[0]["lr"])
+        return original(batch, optimizers, epoch)
+
+    model.fit_step = record
+    items = [VideoItem("v", np.ones((8, 2), np.float32), np.ones(1))]
+    train_localizer(model, items, {**train, "batch_size": 1}, torch.device("cpu"))
+    assert seen == pytest.approx([0.1, 0.05, 0.025])

@@ -114,7 +114,8 @@ class BaSNet(Localizer):
     name = "basnet"
     conv_bias = True
     # the public code: 1500 iterations of batch 16 on THUMOS14's 200 validation videos
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750, "train_sampling": "segments"}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750,
+                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.0, 0.25, 0.025),
@@ -127,10 +128,10 @@ class BaSNet(Localizer):
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
-                 dropout: float = 0.7, topk_ratio: int = 8, norm_weight: float = 1e-4):
+                 dropout: float = 0.7, topk_fraction: float = 0.125, norm_weight: float = 1e-4):
         super().__init__(feature_dim, num_classes)
         self.hidden, self.filter_hidden, self.dropout = hidden, filter_hidden, dropout
-        self.topk_ratio, self.norm_weight = topk_ratio, norm_weight
+        self.topk_fraction, self.norm_weight = topk_fraction, norm_weight
         self.filter_module = nn.Sequential(
             nn.Conv1d(feature_dim, filter_hidden, 1), nn.LeakyReLU(), nn.Conv1d(filter_hidden, 1, 1), nn.Sigmoid()
         )
@@ -152,7 +153,7 @@ class BaSNet(Localizer):
         out, affinity = self.context(x, m)
         cas_base = self.cas_module(x, m, affinity).transpose(1, 2)
         cas_supp = self.cas_module(x * attention, m, affinity).transpose(1, 2)
-        k = topk_count(mask, T, self.topk_ratio, B, features.device)
+        k = topk_count(mask, T, self.topk_fraction, B, features.device)
         out.update({
             "attention": attention[:, 0],
             "cas_base": cas_base,
@@ -202,15 +203,17 @@ class BackTAL(BaSNet):
     name = "backtal"
     needs_clicks = True
     conv_bias = False
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750, "train_sampling": "segments"}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
+                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55}
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
-                 dropout: float = 0.7, topk_ratio: int = 8, norm_weight: float = 1e-4, embed_hidden: int = 512,
+                 dropout: float = 0.7, topk_fraction: float = 0.125, norm_weight: float = 1e-4,
+                 embed_hidden: int = 512,
                  embed_dim: int = 32, click_weight: float = 1.0,
                  separation_weight: float = 1.0, affinity_weight: float = 0.8, tau_same: float = 0.5,
                  tau_diff: float = 0.1):
-        super().__init__(feature_dim, num_classes, hidden, filter_hidden, dropout, topk_ratio, norm_weight)
+        super().__init__(feature_dim, num_classes, hidden, filter_hidden, dropout, topk_fraction, norm_weight)
         self.embed_hidden, self.embed_dim = embed_hidden, embed_dim
         self.click_weight, self.separation_weight, self.affinity_weight = click_weight, separation_weight, affinity_weight
         self.tau_same, self.tau_diff = tau_same, tau_diff
@@ -248,7 +251,7 @@ class BackTAL(BaSNet):
         separation = (per_video * has).sum() / n_videos
 
         affinity = cas_base.new_zeros(())
-        k = topk_count(mask, mask.shape[1], self.topk_ratio)
+        k = topk_count(mask, mask.shape[1], self.topk_fraction)
         for b in torch.nonzero(has).flatten().tolist():
             affinity = affinity + self._affinity_loss(out, b, clicked[b], positive[b], mask[b], int(k[b]))
         return {"click": click, "separation": separation, "affinity": affinity / n_videos}

@@ -77,6 +77,8 @@ class Localizer(nn.Module):
         "epochs": 100,
         "max_len": 750,
         "train_sampling": "segments",
+        "lr_decay_epochs": (),
+        "lr_decay_factor": 0.1,
     }
     test_defaults: ClassVar[dict[str, Any]] = {
         "class_threshold": 0.25,
@@ -227,11 +229,12 @@ def topk_mean(scores: torch.Tensor, k: int | torch.Tensor, mask: torch.Tensor | 
     return top.sum(1) / k_t.clamp(min=1).view(-1, 1).to(top.dtype)
 
 
-def topk_count(mask: torch.Tensor | None, T: int, ratio: int = 8, batch: int = 1, device=None) -> torch.Tensor:
-    """Per-video k = max(1, length // ratio) as a (B,) long tensor."""
+def topk_count(mask: torch.Tensor | None, T: int, fraction: float = 0.125, batch: int = 1, device=None) -> torch.Tensor:
+    """Per-video k = max(1, int(length * fraction)) as a (B,) long tensor (the official codes'
+    int(T * ratio); a float so that ActivityNet's 0.6 T is expressible, 0.125 = T // 8)."""
     if mask is None:
-        return torch.full((batch,), max(1, T // ratio), dtype=torch.long, device=device)
-    return (mask.sum(1) // ratio).clamp(min=1)
+        return torch.full((batch,), max(1, int(T * fraction)), dtype=torch.long, device=device)
+    return torch.floor(mask.sum(1).to(torch.float64) * fraction).long().clamp(min=1)
 
 
 def video_label_loss(logits_or_probs: torch.Tensor, labels: torch.Tensor, probs: bool = False) -> torch.Tensor:

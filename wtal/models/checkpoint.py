@@ -79,7 +79,10 @@ def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") 
         cls = get_localizer(payload["model"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: field 'model': {exc}") from None
-    model = cls(payload["feature_dim"], len(payload["class_names"]), **payload["hparams"])
+    hparams = dict(payload["hparams"])
+    if "topk_ratio" in hparams and "topk_ratio" not in cls.hparam_defaults():
+        hparams["topk_fraction"] = 1.0 / hparams.pop("topk_ratio")  # checkpoints before the float top-k
+    model = cls(payload["feature_dim"], len(payload["class_names"]), **hparams)
     result = model.load_state_dict(payload["state_dict"], strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -152,6 +152,8 @@ class DGAM(Localizer):
         "epochs": 6000,
         "max_len": 400,
         "train_sampling": "segments",
+        "lr_decay_epochs": (),
+        "lr_decay_factor": 0.1,
     }
     test_defaults = {
         "class_threshold": 0.1,

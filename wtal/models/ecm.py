@@ -69,7 +69,8 @@ class ECM(Localizer):
     """Pre- and post-classification streams sharing an encoder and a classifier."""
 
     name = "ecm"
-    train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750, "train_sampling": "segments"}
+    train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750,
+                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.01, 0.2, 0.025),
@@ -81,10 +82,11 @@ class ECM(Localizer):
         **POSTPROCESS_DEFAULTS,
     }
 
-    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5, topk_ratio: int = 8,
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5,
+                 topk_fraction: float = 0.125,
                  folds: int = 3, c2c_weight: float = 0.05, a2c_weight: float = 5.0):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.dropout, self.topk_ratio, self.folds = hidden, dropout, topk_ratio, folds
+        self.hidden, self.dropout, self.topk_fraction, self.folds = hidden, dropout, topk_fraction, folds
         self.c2c_weight, self.a2c_weight = c2c_weight, a2c_weight
         self.conv1 = TemporalConvHead(feature_dim, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
         self.conv2 = TemporalConvHead(hidden, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
@@ -117,7 +119,7 @@ class ECM(Localizer):
             mask = torch.ones(B, T, dtype=torch.bool, device=features.device)
         x = features * mask.unsqueeze(-1).to(features.dtype)
         cas = self.classifier(self.encode(x, mask))
-        k = topk_count(mask, T, self.topk_ratio, B, features.device)
+        k = topk_count(mask, T, self.topk_fraction, B, features.device)
         video_logits = topk_mean(cas, k, mask)
         weights = torch.sigmoid(self.transition(cas.transpose(1, 2))).transpose(1, 2)
         agg_a, fold_mask = fold_aggregate(x, weights, mask, self.folds)

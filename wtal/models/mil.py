@@ -16,7 +16,8 @@ from .base import Inference, Localizer, TemporalConvHead, register, topk_count, 
 @register
 class MIL(Localizer):
     name = "mil"
-    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750, "train_sampling": "segments"}
+    train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
+                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.2,
         "cas_thresholds": (0.1, 0.9, 0.1),
@@ -28,14 +29,15 @@ class MIL(Localizer):
         **POSTPROCESS_DEFAULTS,
     }
 
-    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5, topk_ratio: int = 8):
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5,
+                 topk_fraction: float = 0.125):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.dropout, self.topk_ratio = hidden, dropout, topk_ratio
+        self.hidden, self.dropout, self.topk_fraction = hidden, dropout, topk_fraction
         self.head = TemporalConvHead(feature_dim, hidden, num_classes, layers=1, dropout=dropout)
 
     def forward(self, features, mask=None):
         cas = self.head(features)
-        k = topk_count(mask, features.shape[1], self.topk_ratio, features.shape[0], features.device)
+        k = topk_count(mask, features.shape[1], self.topk_fraction, features.shape[0], features.device)
         return {"cas": cas, "video_logits": topk_mean(cas, k, mask)}
 
     def compute_losses(self, batch, epoch):

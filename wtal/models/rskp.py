@@ -90,7 +90,8 @@ class RSKP(Localizer):
 
     name = "rskp"
     # the public code trains on whole videos (no sampling): max_len only guards memory
-    train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000, "train_sampling": "segments"}
+    train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000,
+                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.1,
         "cas_thresholds": (0.001, 0.04, 0.002),
@@ -106,7 +107,7 @@ class RSKP(Localizer):
                  scale: float = 20.0, num_bases: int = 8, em_iters: int = 2, em_temperature: float = 5.0,
                  walk_weight: float = 0.5, bank_size: int = 5, warmup: int = 100, mil_weight: float = 0.2,
                  memory_cls_weight: float = 0.5, memory_mix: float = 0.2, kd_weight: float = 1.0,
-                 kd_temperature: float = 0.2, att_weight: float = 0.1, topk_ratio: int = 8,
+                 kd_temperature: float = 0.2, att_weight: float = 0.1, topk_fraction: float = 0.125,
                  fusion_weight: float = 0.6):
         super().__init__(feature_dim, num_classes)
         self.embed_dim, self.dropout, self.scale = embed_dim, dropout, scale
@@ -114,7 +115,7 @@ class RSKP(Localizer):
         self.walk_weight, self.bank_size, self.warmup = walk_weight, bank_size, warmup
         self.mil_weight, self.memory_cls_weight, self.memory_mix = mil_weight, memory_cls_weight, memory_mix
         self.kd_weight, self.kd_temperature, self.att_weight = kd_weight, kd_temperature, att_weight
-        self.topk_ratio, self.fusion_weight = topk_ratio, fusion_weight
+        self.topk_fraction, self.fusion_weight = topk_fraction, fusion_weight
         dim = embed_dim or feature_dim
         self.embedding = nn.Sequential(nn.Linear(feature_dim, dim), nn.ReLU(), nn.Dropout(dropout))
         nn.init.xavier_uniform_(self.embedding[0].weight)
@@ -216,7 +217,7 @@ class RSKP(Localizer):
         target = torch.softmax(teacher.detach() / self.kd_temperature, -1)
         kd_snippet = -(target * F.log_softmax(out["o_frame_logits"] / self.kd_temperature, -1)).sum(-1)
         kd = masked_mean(kd_snippet, mask).mean()
-        k = topk_count(mask, feats.shape[1], self.topk_ratio, len(feats), feats.device)
+        k = topk_count(mask, feats.shape[1], self.topk_fraction, len(feats), feats.device)
         att = out["o_attention"].unsqueeze(-1)
         att_loss = (-topk_mean(-att, k, mask) - topk_mean(att, k, mask)).mean()
         total = cls + self.kd_weight * kd + self.att_weight * att_loss

@@ -123,6 +123,10 @@ def train_localizer(
     rng = np.random.default_rng(seed)
     model.to(device).train()
     optimizers = model.make_optimizers(cfg)
+    # step decay: every optimizer's learning rate x lr_decay_factor at each epoch of lr_decay_epochs
+    milestones = sorted(int(e) for e in cfg.get("lr_decay_epochs", ()))
+    schedulers = [torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=float(cfg.get("lr_decay_factor", 0.1)))
+                  for opt in optimizers.values()] if milestones else []
     epochs = int(cfg["epochs"] if epochs is None else epochs)
     batch_size = int(cfg["batch_size"])
     sampling = check_mode(str(cfg.get("train_sampling", "segments")), "train_sampling")
@@ -143,6 +147,8 @@ def train_localizer(
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v / len(loader)
         model.on_epoch_end(epoch, loader)
+        for scheduler in schedulers:
+            scheduler.step()
         history.append(sums)
         if on_epoch:
             on_epoch(epoch, sums)
