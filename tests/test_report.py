@@ -214,3 +214,22 @@ def test_cas_from_features_unlike_training_is_drawn_and_flagged(run):
     data = embedded(out)
     assert "0.32" in data["model"]["feature settings differ from training"]
     assert all(video["cas"]["step"] == pytest.approx(0.32) for video in data["videos"])
+
+
+def test_localization_shapes_and_background_context_by_hand():
+    ann = hand_ann()
+    detections = {"v1": [
+        det("A", 0.9, 8, 13),    # A1 [10, 20], tIoU 0.25: early
+        det("A", 0.8, 15, 25),   # A1, tIoU 1/3: late
+        det("A", 0.7, 30, 55),   # A2 [40, 50], tIoU 0.4: covers it, too long
+        det("A", 0.6, 42, 45),   # A2, tIoU 0.3: inside, too short
+        det("A", 0.5, 24, 26),   # background 4 s after A1 (10 s long): in context
+        det("A", 0.4, 80, 85),   # background, 30 s from A2: far
+        det("B", 0.3, 0, 2),     # background, 58 s from B [60, 70]: far
+        det("C", 0.2, 5, 6),     # background, no C in v1
+    ]}
+    m = match_predictions(ann, detections, "test", [0.5])
+    codes = diagnosis.outcomes(m)
+    assert codes[0].tolist() == [LOC] * 4 + [BG] * 4
+    assert diagnosis.localization_kinds(m, codes).tolist() == [[1, 1, 1, 1]]
+    assert diagnosis.background_kinds(m, codes).tolist() == [[1, 2, 1]]

@@ -79,6 +79,11 @@ def attrs(browser, selector: str, name: str) -> list[str]:
     return browser.evaluate(f"[...document.querySelectorAll({json.dumps(selector)})].map(e => e.dataset.{name})")
 
 
+def rows(browser, selector: str) -> list[list[str]]:
+    return browser.evaluate(f"[...document.querySelectorAll({json.dumps(selector)})]"
+                            ".map(r => [...r.cells].map(c => c.textContent.trim()))")
+
+
 def visible_videos(browser) -> list[str]:
     return browser.evaluate("[...document.querySelectorAll('#videos .video')].filter(e => e.offsetParent !== null)"
                             ".map(e => e.dataset.video)")
@@ -175,6 +180,10 @@ def test_error_analysis_and_the_tiou_switch(rendered):
     shown = [int(browser.evaluate(f"document.querySelector(\"#outcome-table tr[data-outcome='{name}'] td:nth-child(2)\").textContent"))
              for name in diagnosis.OUTCOMES]
     assert shown == counts.tolist() and sum(shown) == 12
+    # v_d's Jump [3, 5] lies inside [3, 8]; v_b's Run [12, 16] is 3 s after its Run [5, 9] (4 s long);
+    # v_a's Run and v_c's Jump fire in videos without their class
+    assert [row[1] for row in rows(browser, "#loc-table tr")] == ["1", "0", "0", "0"]
+    assert [row[1] for row in rows(browser, "#bg-table tr")] == ["1", "0", "2"]
     missed = lambda: browser.evaluate("document.querySelector(\"#videos .video[data-video='v_d']\").dataset.missed")
     jump_missed = "document.querySelector(\"#class-table tr[data-class='Jump'] td:nth-child(4)\").textContent"
     assert missed() == "1" and browser.evaluate(jump_missed) == "1"  # Jump [3, 8] vs [3, 5]: tIoU 0.4

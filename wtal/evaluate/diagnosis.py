@@ -16,7 +16,9 @@ Summaries: the share of each outcome among each class's top-kG predictions (G: t
 number of ground truths, k = 1..10, pooled over classes; DETAD's false-positive profile), the mAP
 gain at each threshold when the predictions of one type are removed (the others keep their
 matches, since a false positive takes no ground truth), and the ground truths missed by instance
-length (DETAD's false-negative analysis by length).
+length (DETAD's false-negative analysis by length). Two finer splits answer "too short, too
+long or shifted?" and "fired on context?": localization errors by their shape against their best
+ground truth, and background errors by their distance to the nearest instance of their class.
 """
 from __future__ import annotations
 
@@ -32,37 +34,45 @@ TRUE_POSITIVE, DOUBLE, WRONG_LABEL, LOCALIZATION, CONFUSION, BACKGROUND = range(
 SHORT_BINS = (0.0, 3.0, 6.0, 12.0, 18.0, np.inf)
 LONG_BINS = (0.0, 30.0, 60.0, 120.0, 180.0, np.inf)
 BIN_NAMES = ("XS", "S", "M", "L", "XL")
+LOCALIZATION_KINDS = ("too short (inside)", "too long (covers)", "early (starts before)", "late (starts after)")
+BACKGROUND_KINDS = ("in context (within one instance length)", "far from its class", "class absent from video")
 
 
-def best_overlap(m: Matching) -> tuple[np.ndarray, np.ndarray]:
-    """Per prediction, the highest tIoU with any ground truth of its video and that ground
-    truth's class index (-1 where the video has no ground truth)."""
-    n_pred = len(m.pred_video)
-    best_iou = np.zeros(n_pred)
-    best_class = np.full(n_pred, -1, dtype=np.int64)
+def _video_pairs(m: Matching) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (prediction, ground truth) pair of the same video, any class, and its tIoU."""
     order = np.argsort(m.gt_video, kind="stable")
     sorted_video = m.gt_video[order]
     lo = np.searchsorted(sorted_video, m.pred_video, "left")
     counts = np.searchsorted(sorted_video, m.pred_video, "right") - lo
-    if counts.sum() == 0:
-        return best_iou, best_class
-    pair_pred = np.repeat(np.arange(n_pred), counts)
+    pair_pred = np.repeat(np.arange(len(m.pred_video)), counts)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_gt = order[np.repeat(lo, counts) + within]
     iou = _pair_tiou(m.pred_seg[pair_pred, 0], m.pred_seg[pair_pred, 1], m.gt_seg[pair_gt, 0], m.gt_seg[pair_gt, 1])
+    return pair_pred, pair_gt, iou
+
+
+def best_overlap(m: Matching) -> tuple[np.ndarray, np.ndarray]:
+    """Per prediction, the highest tIoU with any ground truth of its video and the index of that
+    ground truth (-1 where the video has no ground truth)."""
+    n_pred = len(m.pred_video)
+    best_iou = np.zeros(n_pred)
+    best_gt = np.full(n_pred, -1, dtype=np.int64)
+    pair_pred, pair_gt, iou = _video_pairs(m)
+    if len(pair_pred) == 0:
+        return best_iou, best_gt
     ranked = np.lexsort((pair_gt, -iou, pair_pred))
     head = np.ones(len(ranked), dtype=bool)
     head[1:] = pair_pred[ranked][1:] != pair_pred[ranked][:-1]
     first = ranked[head]
     best_iou[pair_pred[first]] = iou[first]
-    best_class[pair_pred[first]] = m.gt_class[pair_gt[first]]
-    return best_iou, best_class
+    best_gt[pair_pred[first]] = pair_gt[first]
+    return best_iou, best_gt
 
 
 def outcomes(m: Matching) -> np.ndarray:
     """(T, P) outcome codes (indices into OUTCOMES) of every prediction at every threshold."""
-    best_iou, best_class = best_overlap(m)
-    same = best_class == m.pred_class
+    best_iou, best_gt = best_overlap(m)
+    same = (best_gt >= 0) & (m.gt_class[best_gt] == m.pred_class)
     codes = np.empty(m.pred_tp.shape, dtype=np.int8)
     for i, threshold in enumerate(m.tious):
         near = best_iou >= MIN_TIOU
@@ -135,3 +145,30 @@ def missed_by_length(m: Matching) -> tuple[tuple[float, ...], np.ndarray, np.nda
     total = np.bincount(which, minlength=len(BIN_NAMES))
     missed = np.array([np.bincount(which[~found], minlength=len(BIN_NAMES)) for found in m.gt_matched])
     return edges, total, missed.reshape(len(m.tious), len(BIN_NAMES))
+
+
+def localization_kinds(m: Matching, codes: np.ndarray) -> np.ndarray:
+    """(T, 4) localization errors by shape against their best ground truth: inside it (too
+    short), covering it (too long), starting before it (early) or after it (late)."""
+    _, best_gt = best_overlap(m)
+    seg, gt = m.pred_seg, m.gt_seg[np.maximum(best_gt, 0)]
+    inside = (seg[:, 0] >= gt[:, 0]) & (seg[:, 1] <= gt[:, 1])
+    covers = (seg[:, 0] <= gt[:, 0]) & (seg[:, 1] >= gt[:, 1]) & ~inside
+    kind = np.where(inside, 0, np.where(covers, 1, np.where(seg[:, 0] < gt[:, 0], 2, 3)))
+    return np.array([np.bincount(kind[row == LOCALIZATION], minlength=len(LOCALIZATION_KINDS)) for row in codes])
+
+
+def background_kinds(m: Matching, codes: np.ndarray) -> np.ndarray:
+    """(T, 3) background errors by context: within one instance length of a ground truth of their
+    class (its context), farther from every one, or in a video without their class."""
+    pair_pred, pair_gt, _ = _video_pairs(m)
+    own = m.gt_class[pair_gt] == m.pred_class[pair_pred]
+    pair_pred, pair_gt = pair_pred[own], pair_gt[own]
+    gap = np.maximum(m.gt_seg[pair_gt, 0] - m.pred_seg[pair_pred, 1], m.pred_seg[pair_pred, 0] - m.gt_seg[pair_gt, 1])
+    length = m.gt_seg[pair_gt, 1] - m.gt_seg[pair_gt, 0]
+    near = np.zeros(len(m.pred_video), dtype=bool)
+    near[pair_pred[gap <= length]] = True
+    has_class = np.zeros(len(m.pred_video), dtype=bool)
+    has_class[pair_pred] = True
+    kind = np.where(near, 0, np.where(has_class, 1, 2))
+    return np.array([np.bincount(kind[row == BACKGROUND], minlength=len(BACKGROUND_KINDS)) for row in codes])
