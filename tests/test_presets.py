@@ -63,3 +63,24 @@ def test_unpublished_values_print_as_not_published_and_fall_back_to_thumos14():
     assert lines[0] == "dgam --preset activitynet12" and any("note: " in line for line in lines)
     with pytest.raises(ValueError, match="--preset kinetics"):
         preset_overrides("ecm", "kinetics")
+
+
+def test_train_records_the_preset(tmp_path):
+    import json
+
+    import torch
+
+    from wtal.data.synthetic import write_feature_dataset
+    from wtal.pipeline.cli import main
+
+    feat, ann = write_feature_dataset(tmp_path / "data", num_train=6, num_test=2, dim=16, length=(20, 30), seed=1)
+    run = tmp_path / "run"
+    assert main(["train", "--features", str(feat), "--annotations", str(ann), "--out", str(run), "--device", "cpu",
+                 "--model", "ecm", "--preset", "activitynet13", "--set", "hidden=8", "--set", "epochs=1",
+                 "--set", "batch_size=4"]) == 0
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert payload["info"]["preset"] == "activitynet13" and payload["info"]["preset_tiou"] == "0.5:0.95:0.05"
+    assert payload["hparams"]["topk_fraction"] == 0.6 and payload["train_config"]["lr_decay_epochs"] == (26,)
+    assert payload["train_config"]["epochs"] == 1 and payload["test_config"]["class_threshold"] == 0.05
+    log = json.loads((run / "train_log.json").read_text())
+    assert log["preset"]["name"] == "activitynet13" and log["preset"]["values"]["max_len"] == 100

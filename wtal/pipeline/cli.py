@@ -67,7 +67,7 @@ def cmd_train(args) -> int:
     result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
                          seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
                          train_subset=args.train_subset, snippet_seconds=args.snippet_seconds,
-                         allow_pickle=args.allow_pickle, standardize=args.standardize)
+                         allow_pickle=args.allow_pickle, standardize=args.standardize, preset=args.preset)
     print(f"trained {args.model} on {result.num_train_videos} videos; final loss {result.final_loss:.4f}; "
           f"checkpoint: {result.selection}; wrote {Path(args.out) / 'checkpoint.pt'}")
     return 0
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", help="annotation subset to train on (default: training, train, validation or val)")
     p.add_argument("--snippet-seconds", type=float, help=SNIPPET_HELP)
     p.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations/features")
+    p.add_argument("--preset", default="thumos14", choices=["thumos14", "activitynet12", "activitynet13"],
+                   help="dataset preset: the paper's / official values for that dataset, before --set (README: Presets)")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 

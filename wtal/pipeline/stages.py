@@ -74,8 +74,10 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
                 epochs: int | None = None, seed: int = 0, device: str = "auto", sets: dict[str, str] | None = None,
                 val_fraction: float = 0.0, train_subset: str | None = None, snippet_seconds: float | None = None,
                 annotator: str | None = None, progress: bool = True, allow_pickle: bool = False,
-                standardize: bool = False) -> TrainResult:
+                standardize: bool = False, preset: str = "thumos14") -> TrainResult:
     """Train a localizer and write RUN/checkpoint.pt and RUN/train_log.json.
+
+    `preset` (wtal.models.presets) sets the dataset's published values first; `sets` override it.
 
     `standardize` z-scores every feature dimension with statistics of the training videos
     (saved in the checkpoint and applied again by detection); off by default, as in the papers.
@@ -94,7 +96,10 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     if not ann.class_names:
         raise PipelineError(f"{annotations}: no annotated action instances, nothing to learn")
     cls = get_localizer(model)
-    sets = dict(sets or {})
+    from ..models.presets import preset_overrides, preset_tiou
+
+    preset_values = preset_overrides(model, preset)
+    sets = {**preset_values, **(sets or {})}
     click_map = None
     if cls.needs_clicks:
         if not clicks:
@@ -158,12 +163,15 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     Path(out).mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, net, ann.class_names, train_cfg, test_cfg, feats.snippet_seconds, seed=seed, selection=selection,
                     annotations=str(Path(annotations).resolve()), train_subset=train_subset, eval_subset=default_eval,
-                    epochs=total_epochs, device=str(dev), feature_settings=feats.settings(), **norm)
+                    epochs=total_epochs, device=str(dev), feature_settings=feats.settings(), preset=preset,
+                    preset_values=preset_values, preset_tiou=preset_tiou(model, preset), **norm)
     log_data = {"model": model, "selection": selection, "history": history, "train_config": train_cfg,
                 "test_config": {k: list(v) if isinstance(v, tuple) else v for k, v in test_cfg.items()},
                 "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in hparams.items()},
                 "num_train_videos": len(items), "num_val_videos": len(val_items), "seed": seed,
-                "standardize": standardize, "feature_settings": feats.settings()}
+                "standardize": standardize, "feature_settings": feats.settings(),
+                "preset": {"name": preset, "tiou": preset_tiou(model, preset),
+                           "values": {k: list(v) if isinstance(v, tuple) else v for k, v in preset_values.items()}}}
     (Path(out) / "train_log.json").write_text(json.dumps(log_data, indent=1))
     return TrainResult(str(out), model, selection, history, len(items), len(val_items))
 
