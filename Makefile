@@ -23,7 +23,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/wtal demo --out $(DEMO_OUT)
 
+# lint and types first (seconds), then the tests; settings in pyproject.toml
 test: $(VENV)/.test-installed chromium
+	$(BIN)/ruff check wtal tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The HTML report's browser test renders in Debian's chromium: installed here when missing and

@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import replace
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -44,7 +45,7 @@ import torch
 
 from wtal.data.synthetic_videos import make_video_dataset
 from wtal.device import resolve_device
-from wtal.extract.features import SNIPPET_FRAMES, ExtractSettings, Extractor
+from wtal.extract.features import SNIPPET_FRAMES, Extractor, ExtractSettings
 from wtal.extract.flow import PRESETS
 from wtal.extract.i3d import bf16_is_fast
 
@@ -180,7 +181,8 @@ def cpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, work
     with torch.inference_mode():  # first-call set-up of the convolutions, not timed
         reference.rgb(torch.zeros(1, 3, SNIPPET_FRAMES, settings.crop_size, settings.crop_size))
     print(f"\nCPU: {len(clips)} clips, crop {settings.crop_size}, flow preset {settings.flow_preset} (OpenCV TV-L1 in "
-          f"every row), wtal batch {batch} snippets, {workers} Ray workers; ratios against the 1-thread naive loop, then the library-threads one")
+          f"every row), wtal batch {batch} snippets, {workers} Ray workers; "
+          "ratios against the 1-thread naive loop, then the library-threads one")
     library, naive_out = naive_row("naive loop, library threads", clips, settings, nets)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -251,7 +253,7 @@ def gpu_comparison(clips: list[str], settings: ExtractSettings, batch: int, devi
         torch.cuda.reset_peak_memory_stats(device)
         counted, seconds = [], 0.0
         for clip in clips:
-            _, s = timed(lambda: ex.extract(clip, on_frames=counted.append))
+            _, s = timed(partial(ex.extract, clip, on_frames=counted.append))
             seconds += s
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
         row(f"Extractor {precision} on {device.type}", sum(counted), seconds, note=f"peak GPU memory {peak:.2f} GiB")

@@ -97,7 +97,8 @@ def main() -> None:
             top = save_png(browser.screenshot(), folder / "report.png", width=1000)
             browser.evaluate("document.getElementById('videos-section').scrollIntoView()")
             videos = save_png(browser.screenshot(), folder / "report_videos.png", width=1000)
-            print(f"screenshots: {folder / 'report.png'} {top / 1e3:.0f} KB, {folder / 'report_videos.png'} {videos / 1e3:.0f} KB")
+            print(f"screenshots: {folder / 'report.png'} {top / 1e3:.0f} KB, "
+                  f"{folder / 'report_videos.png'} {videos / 1e3:.0f} KB")
 
 
 if __name__ == "__main__":

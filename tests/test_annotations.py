@@ -206,10 +206,10 @@ def test_small_wtalc_folder_and_its_errors(tmp_path):
 
 
 def test_load_ambiguous_counts_and_errors(tmp_path):
-    lines = [l.split() for l in (WTALC / "Ambiguous_test.txt").read_text().splitlines() if l.strip()]
+    lines = [line.split() for line in (WTALC / "Ambiguous_test.txt").read_text().splitlines() if line.strip()]
     ambiguous = load_ambiguous(WTALC / "Ambiguous_test.txt")
     assert sum(map(len, ambiguous.values())) == len(lines) == 99
-    assert len(ambiguous) == len({l[0] for l in lines})
+    assert len(ambiguous) == len({fields[0] for fields in lines})
     assert ambiguous["video_test_0000278"] == [(0.0, 1.4), (95.7, 97.2)]
     bad = tmp_path / "amb.txt"
     bad.write_text("v1 1.0 2.0\nv2 x 3\n")

@@ -10,15 +10,6 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from helpers import (
-    assert_beats_trivial,
-    assert_reload_identical,
-    assert_short_videos_work,
-    padded_and_alone,
-    synthetic_run_fixture,
-    tiny_batch,
-    tiny_items,
-)
 
 from wtal.errors import WtalError
 from wtal.models import get_localizer, split_settings
@@ -32,6 +23,16 @@ from wtal.models.cleannet import (
     temporal_edgeness,
 )
 from wtal.models.train import train_localizer
+
+from helpers import (
+    assert_beats_trivial,
+    assert_reload_identical,
+    assert_short_videos_work,
+    padded_and_alone,
+    synthetic_run_fixture,
+    tiny_batch,
+    tiny_items,
+)
 
 _batch = partial(tiny_batch, label_offsets=(0,), video_ids=True)
 _tiny_items = partial(tiny_items, n=8, dim=48, seed=1, length=(30, 60))

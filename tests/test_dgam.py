@@ -16,8 +16,14 @@ from wtal.models.train import train_localizer
 from wtal.postprocess.proposals import Proposal
 
 from helpers import (
-    assert_beats_trivial, assert_reload_identical, assert_short_videos_work, junk_padding, padded_and_alone,
-    synthetic_run_fixture, tiny_batch, tiny_items,
+    assert_beats_trivial,
+    assert_reload_identical,
+    assert_short_videos_work,
+    junk_padding,
+    padded_and_alone,
+    synthetic_run_fixture,
+    tiny_batch,
+    tiny_items,
 )
 
 SMALL = {"attention_hidden": 32, "latent_dim": 16, "cvae_hidden": 32}

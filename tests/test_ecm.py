@@ -12,8 +12,13 @@ from wtal.models.ecm import ECM, fold_aggregate
 from wtal.models.train import collate, train_localizer
 
 from helpers import (
-    assert_beats_trivial, assert_reload_identical, assert_short_videos_work, padded_and_alone,
-    synthetic_run_fixture, tiny_batch, tiny_items,
+    assert_beats_trivial,
+    assert_reload_identical,
+    assert_short_videos_work,
+    padded_and_alone,
+    synthetic_run_fixture,
+    tiny_batch,
+    tiny_items,
 )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wtal.extract.cache import FeatureCache, entry_key
-from wtal.extract.features import ExtractSettings, Extractor
+from wtal.extract.features import Extractor, ExtractSettings
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
 if not VIDEOS.is_dir():
@@ -90,7 +90,8 @@ def test_settings_change_the_cache_key():
         ExtractSettings(crop_size=224, flow="opencv-cpu", flow_preset="fast"),
     )}
     assert len(keys) == 4
-    assert entry_key("abc", base.key_fields("cpu")) == entry_key("abc", ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast").key_fields("cpu"))
+    same = ExtractSettings(crop_size=112, flow="opencv-cpu", flow_preset="fast")
+    assert entry_key("abc", base.key_fields("cpu")) == entry_key("abc", same.key_fields("cpu"))
     assert entry_key("abd", base.key_fields("cpu")) not in keys
 
 

@@ -49,12 +49,12 @@ def test_extract_run_and_cache_commands(dataset, tmp_path):
     # one bad video never stops the others; the command fails naming how many failed
     proc = wtal("extract", video_dir, bad_dir, "--cache", cache, *FAST, check=1)
     assert "1 of 10 videos failed" in proc.stderr
-    lines = [json.loads(l) for l in wtal("cache", "ls", cache, "--json", check=0).stdout.splitlines()]
+    lines = [json.loads(line) for line in wtal("cache", "ls", cache, "--json", check=0).stdout.splitlines()]
     assert len(lines) == 10
-    by_id = {l["video_id"]: l for l in lines}
+    by_id = {entry["video_id"]: entry for entry in lines}
     assert by_id["broken"]["status"] == "failed" and "broken.mp4" in by_id["broken"]["reason"]
-    ok = [l for l in lines if l["status"] == "ok"]
-    assert len(ok) == 9 and all(l["shape"][1] == 2048 for l in ok)
+    ok = [entry for entry in lines if entry["status"] == "ok"]
+    assert len(ok) == 9 and all(entry["shape"][1] == 2048 for entry in ok)
     # exact snippet counts: frames at 25 fps // 16
     meta = json.loads(Path(ann).read_text())["database"]
     for vid, info in meta.items():
@@ -90,11 +90,12 @@ def test_extract_run_and_cache_commands(dataset, tmp_path):
     subset_dir.mkdir()
     for vid in sorted(test_ids)[:2]:
         shutil.copy(video_dir / f"{vid}.mp4", subset_dir)
-    before = {l["video_id"]: l["key"] for l in lines}
+    before = {entry["video_id"]: entry["key"] for entry in lines}
     changed = [a if a != "56" else "64" for a in FAST]
     proc = wtal("extract", subset_dir, "--cache", cache, *changed, check=0)
     assert "extracted 2, skipped 0" in proc.stdout
-    after = {json.loads(l)["video_id"]: json.loads(l)["key"] for l in wtal("cache", "ls", cache, "--json").stdout.splitlines()}
+    listed = [json.loads(line) for line in wtal("cache", "ls", cache, "--json").stdout.splitlines()]
+    after = {entry["video_id"]: entry["key"] for entry in listed}
     assert {v for v in after if after[v] != before[v]} == set(sorted(test_ids)[:2])
     proc = wtal("cache", "gc", cache, check=0)
     assert "removed 4 files" in proc.stdout  # two old .npy + two old .json

@@ -96,8 +96,7 @@ def test_standardize_keeps_training_statistics_for_detection(tmp_path, data):
     from wtal.data.annotations import load_annotations
     from wtal.data.features import open_features
     from wtal.models.checkpoint import load_checkpoint
-    from wtal.models.train import build_items
-    from wtal.models.train import detect_videos, standardize
+    from wtal.models.train import build_items, detect_videos, standardize
 
     feat, ann = data
     assert train(tmp_path / "r", feat, ann, "--model", "mil", "--epochs", "2", "--standardize", *SMALL) == 0

@@ -8,8 +8,6 @@ one readable line instead of a traceback deep inside training or evaluation.
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import json
 import logging
 import math
@@ -19,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from wtal.errors import WtalError
 
 log = logging.getLogger(__name__)
 

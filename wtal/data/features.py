@@ -26,8 +26,6 @@ Nothing is resampled here (see `wtal.models.sampling` for that).
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import json
 import logging
 import math
@@ -36,8 +34,11 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from wtal.errors import WtalError
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class FeatureSource:
 
     def settings(self) -> dict:
         """The feature settings a checkpoint records: layout, time base rule and snippet length."""
-        out = {"layout": self.kind, "time_base": "fixed length" if self.fixed_length else self.time_rule,
+        out: dict[str, Any] = {"layout": self.kind, "time_base": "fixed length" if self.fixed_length else self.time_rule,
                "snippet_seconds": None if self.fixed_length else self.snippet_seconds}
         if self.extraction is not None:
             out["extraction"] = self.extraction
@@ -333,10 +334,10 @@ class WtalcSource(FeatureSource):
     def _shape(self, video_id: str) -> tuple[int, int]:
         i = self._index[video_id]
         entry = self._arrays[i]
-        shape = getattr(entry, "shape", ())
+        shape: tuple[int, ...] = getattr(entry, "shape", ())
         if len(shape) != 2:
             raise FeatureError(f"{self.path}: field [{i}] ({video_id}): expected shape (T, D), got {shape}")
-        return shape
+        return int(shape[0]), int(shape[1])
 
 
 def _read_meta(folder: Path) -> dict:
@@ -462,6 +463,7 @@ def open_features(path: str | Path, snippet_seconds: float | None = None, *, all
         raise FeatureError(f"snippet_seconds must be a positive number, got {snippet_seconds!r}")
     from ..extract.cache import FeatureCache, is_cache
 
+    source: FeatureSource
     if path.is_file() and path.suffix == ".npy":
         source = _open_wtalc(path, snippet_seconds or DEFAULT_SNIPPET_SECONDS, allow_pickle, video_names)
     elif not path.is_dir():
@@ -499,7 +501,7 @@ def check_lengths(source: FeatureSource, ann, subset: str) -> list[str]:
     features themselves), and so are fixed-length layouts, whose snippet length follows from the
     duration. Lengths are only reported, never stretched to fit.
     """
-    messages = []
+    messages: list[str] = []
     if source.fixed_length:
         return messages
     for video in ann.subset(subset):

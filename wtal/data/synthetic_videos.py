@@ -44,7 +44,7 @@ def _object_frame(label: str, t: int, size: int, h: int, w: int) -> np.ndarray:
     elif label == "pulse":
         scale = 1.0 + 0.6 * np.sin(phase * 0.9)
     m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
-    m[:, 2] += (cx - size / 2, cy - size / 2)
+    m[:, 2] += np.array([cx - size / 2, cy - size / 2])
     return m
 
 
@@ -113,7 +113,7 @@ def make_video_dataset(out_dir: str | Path, num_classes: int = 3, num_train: int
             render_video(video_dir / f"{vid}.mp4", segments, dur, seed=int(rng.integers(1 << 31)), size=size)
             database[vid] = {
                 "subset": subset, "duration": dur, "fps": 25,
-                "annotations": [{"label": l, "segment": [s, e]} for l, s, e in segments],
+                "annotations": [{"label": label, "segment": [s, e]} for label, s, e in segments],
             }
     ann_path = out_dir / "annotations.json"
     ann_path.write_text(json.dumps({"version": "wtal-synthetic-videos", "database": database}, indent=1))

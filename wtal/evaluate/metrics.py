@@ -18,8 +18,9 @@ Conventions (DESIGN section 6):
   the annotations) are false positives, as in the ActivityNet evaluator, with a warning giving
   their number; `ignore_extra_videos=True` (CLI `--ignore-extra-videos`) drops them instead.
   Predictions on videos left out with `exclude` are dropped. A video of the subset without
-  segments of a class still makes that class's predictions false positives. Predictions of a class known to the annotation file but absent from the evaluated
-  subset are ignored (there is no AP to charge them to). An unknown label is an error.
+  segments of a class still makes that class's predictions false positives. Predictions of a class
+  known to the annotation file but absent from the evaluated subset are ignored (there is no AP to
+  charge them to). An unknown label is an error.
 
 `average_precision` is the vectorised implementation (the greedy matching is resolved in
 parallel rounds: a prediction is settled as soon as no better-ranked unsettled prediction of the
@@ -27,8 +28,6 @@ same video and class can still claim its best ground truth). `loop_average_preci
 plain per-prediction loop, kept as the reference the tests and the benchmark compare against.
 """
 from __future__ import annotations
-
-from wtal.errors import WtalError
 
 import itertools
 import logging
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wtal.data.annotations import AnnotationError, AnnotationSet
+from wtal.errors import WtalError
 from wtal.evaluate.protocols import ambiguous_mask, get_protocol
 
 log = logging.getLogger(__name__)

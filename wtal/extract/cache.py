@@ -16,8 +16,6 @@ always has its array); only the driver rewrites the manifest, under a file lock.
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import contextlib
 import datetime as _dt
 import fcntl
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from wtal.errors import WtalError
 
 MARKER = "wtal-cache.json"
 FORMAT = "wtal-cache-v1"

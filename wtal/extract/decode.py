@@ -23,8 +23,6 @@ the shorter side equals ``short_side`` (the longer side rounded half up), withou
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import logging
 import math
 import os
@@ -37,6 +35,8 @@ from typing import Iterator
 import av
 import cv2
 import numpy as np
+
+from wtal.errors import WtalError
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,8 @@ def _pyav_chunks(tl: _Timeline, start: int, short_side: int, chunk_size: int) ->
                 while k < total and want == index:
                     buf.append(img)
                     k += 1
-                    want = tl.source_index(k) if k < total else None
+                    if k < total:
+                        want = tl.source_index(k)
                     if len(buf) == chunk_size:
                         yield np.stack(buf)
                         buf = []

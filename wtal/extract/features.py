@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 
@@ -72,7 +72,7 @@ class ExtractSettings:
         return fields
 
 
-def prefetch(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator:
+def prefetch(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Generator:
     """Yield `items` in order while a background thread produces up to `depth` of them ahead.
 
     An exception of the producer is re-raised at its place in the sequence; when the consumer
@@ -157,7 +157,7 @@ class Extractor:
         else:
             model = load_i3d(path, modality, str(self.device))
         if self.settings.precision == "bf16":
-            model = model.to(memory_format=torch.channels_last_3d)
+            model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # documented, not in the stubs
         return model
 
     def _to_device(self, array: np.ndarray):

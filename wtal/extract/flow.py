@@ -81,7 +81,7 @@ def _preset(preset: str) -> dict:
 
 
 def _opencv_cpu(frames: np.ndarray, p: dict, out: np.ndarray) -> None:
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()  # type: ignore[attr-defined]  # contrib, not in the stubs
     tvl1.setTau(p["tau"])
     tvl1.setLambda(p["lambda_"])
     tvl1.setTheta(p["theta"])
@@ -103,11 +103,11 @@ def _opencv_cuda(frames: np.ndarray, p: dict, out: np.ndarray) -> None:
     if hasattr(cv2, "cuda_OpticalFlowDual_TVL1"):
         tvl1 = cv2.cuda_OpticalFlowDual_TVL1.create(*args)
     else:
-        tvl1 = cv2.cuda.OpticalFlowDual_TVL1_create(*args)
-    prev = cv2.cuda_GpuMat()
+        tvl1 = cv2.cuda.OpticalFlowDual_TVL1_create(*args)  # type: ignore[attr-defined]  # CUDA builds only
+    prev = cv2.cuda_GpuMat()  # type: ignore[attr-defined]
     prev.upload(frames[0])
     for t in range(len(frames) - 1):
-        nxt = cv2.cuda_GpuMat()
+        nxt = cv2.cuda_GpuMat()  # type: ignore[attr-defined]
         nxt.upload(frames[t + 1])
         out[t] = tvl1.calc(prev, nxt, None).download()
         prev = nxt

@@ -14,16 +14,17 @@ Mixed_5c for 16x224x224 snippets while smaller crops still give one 1024-d vecto
 
 Inputs are (B, C, T, H, W) in [-1, 1] (C = 3 for RGB, 2 for flow). The forward pass works in
 fp32, under `torch.autocast(..., dtype=torch.bfloat16)` and with `channels_last_3d` inputs and
-weights; `forward_bf16` is the autocast pass with the first convolution kept in fp32. bf16 pays off on CUDA and on CPUs with native bf16 (AVX512-BF16 or
-AMX); on AVX2-only CPUs PyTorch falls back to a slow bf16 convolution (measured 20-100x slower
-than fp32 on the 2-core dev host), so ask `bf16_is_fast(device)` first.
+weights; `forward_bf16` is the autocast pass with the first convolution kept in fp32. bf16 pays off
+on CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX); on AVX2-only CPUs PyTorch falls back to
+a slow bf16 convolution (measured 20-100x slower than fp32 on the 2-core dev host), so ask `bf16_is_fast(device)` first.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from typing import Mapping, Sequence
+from functools import reduce
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -51,6 +52,11 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 Triple = Sequence[int]
+
+
+def _triple(values: Triple) -> tuple[int, int, int]:
+    a, b, c = values
+    return a, b, c
 
 
 def tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -107,12 +113,11 @@ def _max_pool3d_shifted(x: torch.Tensor, kernel: Triple, stride: Triple,
             x = F.pad(x, spec, value=float("-inf"))
         n_out = (x.shape[dim] - k) // s + 1
         index = [slice(None)] * x.dim()
-        result = None
+        parts = []
         for offset in range(k):
             index[dim] = slice(offset, offset + (n_out - 1) * s + 1, s)
-            part = x[tuple(index)]
-            result = part if result is None else torch.maximum(result, part)
-        x = result
+            parts.append(x[tuple(index)])
+        x = reduce(torch.maximum, parts)
     return x
 
 
@@ -128,6 +133,7 @@ def max_pool3d_same(x: torch.Tensor, kernel: Triple, stride: Triple) -> torch.Te
     if x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last_3d):
         return _max_pool3d_shifted(x, kernel, stride, pads)
     before = tuple(p[0] for p in pads)
+    kernel, stride = tuple(kernel), tuple(stride)
     if all(b == a for b, a in pads):
         return F.max_pool3d(x, kernel, stride, padding=before)
     sizes = x.shape[-3:]
@@ -145,7 +151,7 @@ class Unit3D(nn.Module):
                  stride: Triple = (1, 1, 1), activation: bool = True, use_batch_norm: bool = True,
                  use_bias: bool = False):
         super().__init__()
-        self.conv3d = nn.Conv3d(in_channels, out_channels, tuple(kernel_size), tuple(stride),
+        self.conv3d = nn.Conv3d(in_channels, out_channels, _triple(kernel_size), _triple(stride),
                                 padding=0, bias=use_bias)
         self.bn = (nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
                    if use_batch_norm else None)
@@ -194,7 +200,7 @@ class InceptionModule(nn.Module):
 
 
 # (name, kind, arguments) in network order; Mixed_* arguments are (in_channels, out_channels).
-_LAYERS = (
+_LAYERS: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
     ("Conv3d_1a_7x7", "conv", (64, (7, 7, 7), (2, 2, 2))),
     ("MaxPool3d_2a_3x3", "pool", ((1, 3, 3), (1, 2, 2))),
     ("Conv3d_2b_1x1", "conv", (64, (1, 1, 1), (1, 1, 1))),
@@ -230,6 +236,7 @@ class InceptionI3d(nn.Module):
         self.dropout = nn.Dropout(0.5)
         self.layer_names = []
         channels = in_channels
+        layer: nn.Module
         for name, kind, args in _LAYERS:
             if kind == "conv":
                 out, kernel, stride = args
@@ -240,8 +247,9 @@ class InceptionI3d(nn.Module):
             else:
                 expected_in, out = args
                 assert channels == expected_in, (name, channels, expected_in)
-                layer = InceptionModule(channels, out)
-                channels = layer.out_channels
+                mixed = InceptionModule(channels, out)
+                channels = mixed.out_channels
+                layer = mixed
             self.add_module(name, layer)
             self.layer_names.append(name)
         assert channels == FEATURE_DIM

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -183,7 +184,7 @@ def _median_network(count: int) -> tuple[tuple[str, int, int], ...]:
 
 def _median_of_views(views: list[torch.Tensor]) -> torch.Tensor:
     """Elementwise median of equally shaped tensors through `_median_network` (exact)."""
-    values = list(views)
+    values: list[Any] = list(views)  # entries become None once nothing reads them
     network = _median_network(len(values))
     last_use: dict[int, int] = {}
     for index, (_, a, b) in enumerate(network):
@@ -388,7 +389,7 @@ def resolve_mode(mode: str, device: torch.device) -> str:
 def _compiled(mode: str):
     """(iteration, median) functions compiled for ``mode`` (built once per process)."""
     if mode not in _COMPILED:
-        graphs = {"mode": "reduce-overhead"} if mode == "graphs" else {}
+        graphs: dict[str, Any] = {"mode": "reduce-overhead"} if mode == "graphs" else {}
         _COMPILED[mode] = (torch.compile(_iteration, dynamic=True, **graphs),
                            torch.compile(_median_planes, dynamic=True))
     return _COMPILED[mode]
@@ -440,7 +441,7 @@ def _one_scale(i0: torch.Tensor, i1: torch.Tensor, u: torch.Tensor, p: dict, che
     xs = torch.arange(width, device=dev, dtype=torch.float64).view(1, 1, width)
     dual = torch.zeros(batch, channels, 2, height, width, device=dev, dtype=u.dtype)
     u = u.clone()
-    grad_u = None if fused else torch.zeros_like(dual)
+    grad_u = dual.new_zeros(0) if fused else torch.zeros_like(dual)  # the fused iteration has its own
 
     for _ in range(p["warps"]):
         # Bicubic in float64: a float32 grid normalisation would perturb even the identity warp
@@ -536,7 +537,7 @@ def tvl1_pairs(i0: torch.Tensor, i1: torch.Tensor, params: dict | None = None, c
         raise ValueError(f"expected two (B, 1, H, W) tensors of equal shape, got {shapes}")
     p = resolve_params(params)
     _check_size(*i0.shape[-2:])
-    sizes = _pyramid_sizes(*i0.shape[-2:], p["nscales"], float(p["scale_step"]))
+    sizes = _pyramid_sizes(i0.shape[-2], i0.shape[-1], p["nscales"], float(p["scale_step"]))
     step = float(p["scale_step"])
     return _flow(_pyramid(i0, sizes, step), _pyramid(i1, sizes, step), sizes, p, check_every, mode)
 
@@ -556,7 +557,7 @@ def tvl1_batches(frames: torch.Tensor, params: dict | None = None, batch_size: i
         raise ValueError(f"batch_size must be positive, got {step}")
     p = resolve_params(params)
     _check_size(*frames.shape[-2:])
-    sizes = _pyramid_sizes(*frames.shape[-2:], p["nscales"], float(p["scale_step"]))
+    sizes = _pyramid_sizes(frames.shape[-2], frames.shape[-1], p["nscales"], float(p["scale_step"]))
     pairs = len(frames) - 1
     for start in range(0, pairs, step):
         stop = min(start + step, pairs)
@@ -590,5 +591,6 @@ def tvl1_flow_torch(
     return out
 
 
-__all__ = ["DEFAULT_PARAMS", "MODES", "check_every_default", "pairs_per_batch", "resolve_mode", "resolve_params", "tvl1_batches", "tvl1_flow_torch", "tvl1_pairs"]
+__all__ = ["DEFAULT_PARAMS", "MODES", "check_every_default", "pairs_per_batch", "resolve_mode", "resolve_params",
+           "tvl1_batches", "tvl1_flow_torch", "tvl1_pairs"]
 

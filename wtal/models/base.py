@@ -123,7 +123,8 @@ class Localizer(nn.Module):
         """One Adam over all parameters (methods with alternating schedules override)."""
         return {"main": torch.optim.Adam(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
 
-    def fit_step(self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer], epoch: int) -> dict[str, float]:
+    def fit_step(self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
+                 epoch: int) -> dict[str, float]:
         """One optimisation step; returns the loss terms as floats."""
         losses = self.compute_losses(batch, epoch)
         opt = optimizers["main"]

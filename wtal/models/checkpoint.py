@@ -6,8 +6,6 @@ settings, class names, feature width, snippet length and how the epoch was chose
 """
 from __future__ import annotations
 
-from wtal.errors import WtalError
-
 import os
 import tempfile
 from pathlib import Path
@@ -15,10 +13,13 @@ from typing import Any
 
 import torch
 
+from wtal.errors import WtalError
+
 from .base import Localizer, get_localizer
 
 FORMAT = "wtal-checkpoint-v1"
-REQUIRED = ("format", "model", "feature_dim", "class_names", "hparams", "train_config", "test_config", "state_dict", "snippet_seconds")
+REQUIRED = ("format", "model", "feature_dim", "class_names", "hparams", "train_config", "test_config", "state_dict",
+            "snippet_seconds")
 
 
 class CheckpointError(WtalError, ValueError):

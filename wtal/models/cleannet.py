@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -259,6 +260,7 @@ def covered_snippets(starts: torch.Tensor, ends: torch.Tensor, keep: torch.Tenso
 # ------------------------------------------------------------------------------- model
 @register
 class CleanNet(Localizer):
+    anchor_widths: torch.Tensor  # buffer (register_buffer in __init__)
     name = "cleannet"
     train_defaults = {
         "cls_lr": 1e-4,
@@ -299,7 +301,7 @@ class CleanNet(Localizer):
         self.trunk = nn.ModuleList([nn.Conv1d(feature_dim if i == 0 else hidden, hidden, 3, padding=1) for i in range(3)])
         self.regressor = nn.Conv1d(hidden, 2 * len(self.anchors), segments)
         nn.init.zeros_(self.regressor.weight)
-        nn.init.zeros_(self.regressor.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.regressor.bias))
         self.register_buffer("anchor_widths", torch.tensor([float(a) for a in self.anchors]), persistent=False)
 
     # ------------------------------------------------------------- classification
@@ -370,7 +372,8 @@ class CleanNet(Localizer):
         A, K = len(self.anchors), self.segments
         tau = torch.arange(T, device=dev, dtype=dt).view(1, T, 1) + 0.5
         width = self.anchor_widths.to(dt).view(1, 1, A)
-        offset = torch.rand(B, T, A, K, device=dev, dtype=dt) if self.training else torch.full((B, T, A, K), 0.5, device=dev, dtype=dt)
+        offset = (torch.rand(B, T, A, K, device=dev, dtype=dt) if self.training
+                  else torch.full((B, T, A, K), 0.5, device=dev, dtype=dt))
         seg = torch.arange(K, device=dev, dtype=dt).view(1, 1, 1, K)
         pos = (tau - width / 2).unsqueeze(-1) + (seg + offset) * (width / K).unsqueeze(-1)
         idx = torch.minimum(pos.floor().long().clamp(min=0), (lengths - 1).clamp(min=0).view(B, 1, 1, 1))
@@ -380,7 +383,7 @@ class CleanNet(Localizer):
                             self.regressor.weight.view(A, 2, -1, K)).reshape(B, A * K * T, 2)
         rows = (torch.arange(A, device=dev).view(1, 1, A, 1) * K + torch.arange(K, device=dev)) * T + idx
         raw = proj.gather(1, rows.reshape(B, -1, 1).expand(-1, -1, 2)).view(B, T, A, K, 2).sum(3)
-        raw = raw + self.regressor.bias.view(A, 2)
+        raw = raw + cast(torch.Tensor, self.regressor.bias).view(A, 2)
         x_c = tau + width * raw[..., 0]
         x_w = width * torch.exp(raw[..., 1].clamp(-4.0, 4.0))
         top = lengths.to(dt).view(B, 1, 1)

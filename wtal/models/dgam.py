@@ -50,6 +50,8 @@ predicts, which the public code leaves unsuppressed).
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -58,10 +60,12 @@ import torch.nn.functional as F
 from ..postprocess.proposals import (
     POSTPROCESS_DEFAULTS,
     Proposal,
-    gaussian_smooth as smooth_signal,
     group_runs,
     select_classes,
     suppress,
+)
+from ..postprocess.proposals import (
+    gaussian_smooth as smooth_signal,
 )
 from .base import Inference, Localizer, masked_mean, register, video_label_loss
 
@@ -188,9 +192,10 @@ class DGAM(Localizer):
             self.slices = [(0, feature_dim)]
         if len(self.recon_weights) < len(self.slices):
             raise ValueError(f"recon_weights needs one weight per stream ({len(self.slices)}), got {self.recon_weights}")
-        self.streams = nn.ModuleList(
+        # a ModuleList at run time (registered submodules); typed as what its items are
+        self.streams = cast("list[DGAMStream]", nn.ModuleList(
             DGAMStream(e - s, num_classes, attention_hidden, latent_dim, cvae_hidden) for s, e in self.slices
-        )
+        ))
 
     # ------------------------------------------------------------------ model
     def split(self, features: torch.Tensor) -> list[torch.Tensor]:

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from ..data.annotations import load_annotations
-from ..data.synthetic import write_feature_dataset
 from ..data.features import open_features
+from ..data.synthetic import write_feature_dataset
 from ..evaluate.metrics import evaluate
 from ..postprocess.detections import whole_video_results
 from .base import get_localizer, split_settings
@@ -44,7 +44,9 @@ def run_synthetic(name: str, workdir, overrides: dict[str, Any] | None = None, s
     seconds = time.perf_counter() - start
     results, inferences = detect_videos(model, test_items, test_cfg, ann.class_names, features.snippet_seconds, dev)
     trivial = {
-        it.video_id: whole_video_results(inferences[it.video_id].video_scores, it.duration, ann.class_names)
+        it.video_id: whole_video_results(
+            inferences[it.video_id].video_scores,
+            it.duration if it.duration is not None else len(it.features) * features.snippet_seconds, ann.class_names)
         for it in test_items
     }
     report = evaluate(ann, results, test_subset)

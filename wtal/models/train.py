@@ -57,7 +57,7 @@ def build_items(ann, features, subset: str, clicks: dict[str, list[float]] | Non
 
 def feature_stats(items: list[VideoItem]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation over every snippet of `items`."""
-    count, total, squares = 0, 0.0, 0.0
+    count, total, squares = 0, np.zeros(()), np.zeros(())
     for it in items:
         x = it.features.astype(np.float64)
         count += len(x)

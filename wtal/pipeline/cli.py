@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("wtal")
 
@@ -18,6 +19,8 @@ MODELS = ("ecm", "backtal", "basnet", "cleannet", "dgam", "rskp", "mil")
 DEVICE_HELP = "where torch runs: auto picks cuda when a GPU is visible, else cpu"
 SUBSET_HELP = "annotation subset (default: validation when training used training, otherwise test)"
 SNIPPET_HELP = "seconds per feature row (default: from the cache or meta.json, else 16/25)"
+FEATURES_HELP = "feature cache, or folder of <video_id>.npy (T, D) arrays, rgb/ + flow/, .npz or W-TALC layouts"
+ANNOTATIONS_HELP = "annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)"
 
 
 def _sets(pairs: list[str] | None) -> dict[str, str]:
@@ -115,8 +118,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import report_stage
     from ..evaluate.reports import format_table
+    from .report import report_stage
 
     report, path = report_stage(args.detections, args.annotations, args.out, subset=args.subset, tiou=args.tiou,
                                 protocol=args.protocol, exclude=tuple(args.exclude or ()),
@@ -131,11 +134,11 @@ def cmd_report(args) -> int:
 
 def cmd_run(args) -> int:
     """Extract on Ray actors, train and detect as Ray tasks, evaluate here."""
+    from ..evaluate.reports import evaluate_files, format_table, write_json
     from .extraction import extract_videos
     from .progress import TqdmHook
     from .runtime import run_stage_on_ray
     from .stages import detect_stage, train_stage
-    from ..evaluate.reports import evaluate_files, format_table, write_json
 
     out = Path(args.out).resolve()
     cache = str(Path(args.cache).resolve()) if args.cache else str(out / "cache")
@@ -192,7 +195,8 @@ def cmd_cache(args) -> int:
         print(f"exported {n} videos to {args.dest}")
         return 0
     removed, freed = cache.gc(dry_run=args.dry_run)
-    print(f"{'would remove' if args.dry_run else 'removed'} {removed} files ({freed / 1e6:.1f} MB) not referenced by the manifest")
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {removed} files ({freed / 1e6:.1f} MB) not referenced by the manifest")
     return 0
 
 
@@ -270,7 +274,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detections", required=True, help="ActivityNet result JSON (from wtal detect)")
-    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
     p.add_argument("--subset", help=SUBSET_HELP)
     p.add_argument("--tiou", default="0.1:0.7:0.1", help="tIoU thresholds: start:stop:step or a comma list")
     p.add_argument("--protocol", default="activitynet", choices=["activitynet", "wtalc"],
@@ -283,15 +287,19 @@ def _add_evaluation_options(p: argparse.ArgumentParser) -> None:
                    help="drop predictions on videos outside the subset (default: false positives, as ActivityNet's evaluator)")
 
 
-def _subparser(**kwargs) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(formatter_class=_HelpFormatter, **kwargs)
+class _Parser(argparse.ArgumentParser):
+    """The parser of every subcommand: same help formatter as the top-level one."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(**kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wtal", description="Raw videos to weakly-supervised temporal action detections.",
                                      formatter_class=_HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("extract", help="decode, TV-L1 flow and I3D features into a cache")
     p.add_argument("inputs", nargs="+", metavar="VIDEO_DIR_OR_FILES", help="video files and/or folders of videos")
@@ -300,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("train", help="train a localizer on features + video-level labels")
-    p.add_argument("--features", required=True, help="feature cache, or folder of <video_id>.npy (T, D) arrays, rgb/ + flow/, .npz or W-TALC layouts")
-    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--features", required=True, help=FEATURES_HELP)
+    p.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
     p.add_argument("--out", required=True, help="run folder for checkpoint.pt, settings and the training log")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--train-subset", help="annotation subset to train on (default: training, train, validation or val)")
@@ -313,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("detect", help="write detections JSON with a trained localizer")
-    p.add_argument("--features", required=True, help="feature cache, or folder of <video_id>.npy (T, D) arrays, rgb/ + flow/, .npz or W-TALC layouts")
+    p.add_argument("--features", required=True, help=FEATURES_HELP)
     p.add_argument("--checkpoint", required=True, metavar="RUN", help="run folder (or its checkpoint.pt) from wtal train")
     p.add_argument("--out", required=True, help="detections JSON to write")
     p.add_argument("--subset", help=SUBSET_HELP)
@@ -346,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="extract + train + detect + evaluate")
     p.add_argument("video_dir", help="folder of videos")
-    p.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    p.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
     p.add_argument("--out", required=True, help="output folder: run/, detections.json, report.json (and cache/)")
     p.add_argument("--cache", help="feature cache (default: OUT/cache)")
     _add_extract_options(p)
@@ -364,15 +372,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in synthetic videos")
-    p.add_argument("--out", default="demo_out", help="output folder: data/ (videos, annotations), cache/, run/, detections.json, report.json, cas.png")
+    p.add_argument("--out", default="demo_out", help="output folder: data/ (videos, annotations), cache/, run/, "
+                   "detections.json, report.json, cas.png")
     p.add_argument("--workers", type=int, help="local Ray CPUs for extraction (default: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("clicks", help="background clicks for BackTAL")
-    clicks = p.add_subparsers(dest="clicks_command", required=True, parser_class=_subparser)
+    clicks = p.add_subparsers(dest="clicks_command", required=True, parser_class=_Parser)
     q = clicks.add_parser("simulate", help="one random click inside every background segment")
-    q.add_argument("--annotations", required=True, help="annotations: ActivityNet JSON, a THUMOS14 JSON or a W-TALC folder (README: Inputs)")
+    q.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
     q.add_argument("--out", required=True, help="clicks JSON to write")
     q.add_argument("--subset", help="subset to click (default: the training subset)")
     q.add_argument("--seed", type=int, default=0, help="seed of the click positions")

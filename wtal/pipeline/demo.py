@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..extract.features import ExtractSettings
 
 DEMO_SETTINGS = ExtractSettings(crop_size=112, flow="torch", flow_preset="fast", precision="fp32")
-DEMO_TRAIN = {"epochs": 30, "seed": 0, "sets": {"hidden": "256"}, "standardize": True}
+DEMO_TRAIN: dict[str, Any] = {"epochs": 30, "seed": 0, "sets": {"hidden": "256"}, "standardize": True}
 
 
 def _plot_cas(path: Path, video_id: str, inference, annotation, class_names: list[str], snippet_seconds: float,
@@ -43,7 +44,7 @@ def _plot_cas(path: Path, video_id: str, inference, annotation, class_names: lis
     ax.plot(t, cas, color="tab:blue", lw=2, label=f"CAS ({label})")
     for i, det in enumerate([d for d in detections if d["label"] == label][:3]):
         ax.hlines(1.05 + 0.05 * i, *det["segment"], color="tab:red", lw=3,
-                  label="top detections" if i == 0 else None)
+                  label="top detections" if i == 0 else "_nolegend_")
     ax.set_xlim(0, annotation.duration or t[-1])
     ax.set_ylim(0, 1.25)
     ax.set_xlabel("time (s)")
@@ -58,20 +59,19 @@ def _plot_cas(path: Path, video_id: str, inference, annotation, class_names: lis
 def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     """Run every stage of the demo; returns the process exit status."""
     from ..data.annotations import load_annotations
+    from ..data.features import open_features
     from ..data.synthetic_videos import make_video_dataset
+    from ..device import resolve_device
     from ..evaluate.html_report import write_html_report
     from ..evaluate.metrics import DEFAULT_TIOUS, evaluate
     from ..evaluate.reports import EvaluationInputs, format_table, write_json
-    from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
-    from ..models.train import build_items
-    from ..models.train import detect_videos
+    from ..models.train import build_items, detect_videos
     from ..postprocess.detections import whole_video_results, write_detections
-    from ..data.features import open_features
     from .extraction import extract_videos
     from .progress import TqdmHook
-    from .runtime import set_threads
     from .report import run_activations, run_settings
+    from .runtime import set_threads
     from .stages import checkpoint_items, train_stage
 
     out_dir = Path(out)

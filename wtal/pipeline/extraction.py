@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..extract.cache import FeatureCache, entry_key, file_sha256
-from ..extract.features import ExtractSettings
+from ..extract.features import Extractor, ExtractSettings
 from ..progress import Hook, report
 from . import PipelineError
 from .faults import crash_if_marked, raise_if_marked
@@ -69,7 +69,7 @@ class ExtractWorker:
         set_threads(device, reserved=threads)
         self.settings, self.key_fields, self.device, self.batch = settings, key_fields, device, batch
         self.cache = FeatureCache(cache_root)
-        self.extractor = None
+        self.extractor: Extractor | None = None
 
     def extract(self, path: str, video_id: str, key: str) -> dict[str, Any]:
         """Extract one video into the cache; failures become records.
@@ -79,8 +79,6 @@ class ExtractWorker:
         also holds `frames`, `seconds`, and the `node`, `pid`, `gpus` (Ray GPU ids) and
         `threads` that ran it.
         """
-        from ..extract.features import Extractor
-
         start = time.perf_counter()
         frames = 0
 

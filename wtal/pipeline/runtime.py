@@ -23,7 +23,7 @@ def init_ray(address: str | None = None, workers: int | None = None):
 
     if ray.is_initialized():
         return ray
-    kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         if workers:

@@ -10,6 +10,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
+
 import numpy as np
 
 from . import PipelineError
@@ -84,11 +86,12 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     """
     import torch
 
-    from ..evaluate.metrics import evaluate
     from ..device import resolve_device
+    from ..evaluate.metrics import evaluate
     from ..models import get_localizer, split_settings
     from ..models.checkpoint import save_checkpoint
-    from ..models.train import detect_videos, feature_stats, seed_everything, standardize as zscore, train_localizer
+    from ..models.train import detect_videos, feature_stats, seed_everything, train_localizer
+    from ..models.train import standardize as zscore
 
     feats, ann = _open_inputs(features, annotations, snippet_seconds, allow_pickle)
     default_train, default_eval = ann.default_subsets()
@@ -103,7 +106,8 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     click_map = None
     if cls.needs_clicks:
         if not clicks:
-            raise PipelineError(f"{model} needs background clicks: pass --clicks FILE (or create one with `wtal clicks simulate`)")
+            raise PipelineError(f"{model} needs background clicks: pass --clicks FILE "
+                                "(or create one with `wtal clicks simulate`)")
         from ..data.clicks import load_clicks
 
         annotator = annotator or sets.pop("annotator", None)
@@ -113,7 +117,8 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
                 raise PipelineError(f"{len(files)} click files given: choose one with --set annotator=NAME (file stem)")
             chosen = [f for f in files if Path(f).stem == annotator or Path(f).stem.endswith(annotator)]
             if len(chosen) != 1:
-                raise PipelineError(f"--set annotator={annotator}: matches {len(chosen)} of {', '.join(Path(f).stem for f in files)}")
+                stems = ", ".join(Path(f).stem for f in files)
+                raise PipelineError(f"--set annotator={annotator}: matches {len(chosen)} of {stems}")
             files = chosen
         click_map = load_clicks(files[0])
     hparams, train_cfg, test_cfg = split_settings(cls, sets)
@@ -134,8 +139,9 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     seed_everything(seed)
     net = cls(feats.feature_dim, len(ann.class_names), **hparams)
     total_epochs = int(train_cfg["epochs"] if epochs is None else epochs)
-    best = {"score": -1.0, "epoch": total_epochs - 1, "state": None}
+    best: dict[str, Any] = {"score": -1.0, "epoch": total_epochs - 1, "state": None}
     val_ann = None
+    on_epoch: Callable[[int, dict], None] | None = None
     if val_items:
         from ..data.annotations import AnnotationSet
 
@@ -151,8 +157,6 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
             net.train()
             if score > best["score"]:
                 best.update(score=score, epoch=epoch, state={k: v.detach().clone() for k, v in net.state_dict().items()})
-    else:
-        on_epoch = None
     history = train_localizer(net, items, train_cfg, dev, seed=seed, epochs=total_epochs, on_epoch=on_epoch, progress=progress)
     if best["state"] is not None:
         net.load_state_dict(best["state"])
@@ -221,7 +225,8 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
     else:
         feats, ann = open_features(features, seconds, allow_pickle=allow_pickle), None
     if feats.feature_dim != payload["feature_dim"]:
-        raise PipelineError(f"{features}: features are {feats.feature_dim}-d but {checkpoint} was trained on {payload['feature_dim']}-d")
+        raise PipelineError(f"{features}: features are {feats.feature_dim}-d "
+                            f"but {checkpoint} was trained on {payload['feature_dim']}-d")
     trained = info.get("feature_settings")
     diffs = settings_mismatch(trained, feats.settings()) if trained else []
     if diffs and not allow_mismatch:
@@ -231,7 +236,7 @@ def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = 
         )
     if diffs:
         log.warning("detecting on features whose settings differ from training: %s", "; ".join(diffs))
-    if ann is not None:
+    if ann is not None and subset is not None:
         items = _items(ann, feats, subset)
     else:
         items = []

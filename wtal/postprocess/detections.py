@@ -5,7 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -16,7 +16,7 @@ RESULT_VERSION = "VERSION 1.3"
 
 def proposals_to_results(proposals: Iterable[Proposal], class_names: list[str]) -> list[dict]:
     """Detections of one video as result dicts, sorted by score (descending, stable)."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"label": class_names[p.label], "score": float(p.score), "segment": [round(float(p.start), 3), round(float(p.end), 3)]}
         for p in proposals
     ]

@@ -216,7 +216,7 @@ def per_class_nms(proposals: list[Proposal], threshold: float, top_k: int | None
     if overlap == "tiou_plus_one" and not snippet_seconds:
         raise ValueError("nms_overlap=tiou_plus_one needs the video's seconds per snippet")
     unit = 1.0 / snippet_seconds if overlap == "tiou_plus_one" and snippet_seconds else 1.0
-    kept = []
+    kept: list[Proposal] = []
     labels = sorted({p.label for p in proposals})
     for c in labels:
         group = [p for p in proposals if p.label == c]
