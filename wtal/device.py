@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import SettingsError, UnavailableError
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Return the `torch.device` for `device`; raise if CUDA is asked for but unavailable."""
@@ -19,16 +21,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         try:
             resolved = torch.device(name)
         except RuntimeError as err:
-            raise ValueError(f"device: invalid CUDA device {device!r}") from err
+            raise SettingsError(f"device: invalid CUDA device {device!r}") from err
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise UnavailableError(
                 f"device: {device!r} was requested but CUDA is not available "
                 f"(torch {torch.__version__}); use --device cpu or --device auto"
             )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise RuntimeError(
+            raise UnavailableError(
                 f"device: {device!r} was requested but only "
                 f"{torch.cuda.device_count()} CUDA device(s) exist"
             )
         return resolved
-    raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    raise SettingsError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")

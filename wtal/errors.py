@@ -10,3 +10,11 @@ from __future__ import annotations
 
 class WtalError(Exception):
     """An error caused by the user's input or environment; its message is one line."""
+
+
+class SettingsError(WtalError, ValueError):
+    """A bad option or setting value: unknown model, malformed `--set`, device, flow preset, ..."""
+
+
+class UnavailableError(WtalError, RuntimeError):
+    """A requested device or backend does not exist here (no CUDA, OpenCV without CUDA, ...)."""

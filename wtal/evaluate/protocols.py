@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SettingsError
+
 THUMOS14_EXCLUDED = ("video_test_0000270", "video_test_0001292", "video_test_0001496")
 WTALC_SNIPPETS_PER_SECOND = 25 / 16
 
@@ -63,7 +65,7 @@ def get_protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise ValueError(
+        raise SettingsError(
             f"protocol: unknown {name!r}; choose one of {', '.join(PROTOCOLS)}"
         ) from None
 

@@ -36,7 +36,7 @@ import av
 import cv2
 import numpy as np
 
-from wtal.errors import WtalError
+from wtal.errors import SettingsError, WtalError
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ def _as_fraction(value, name: str) -> Fraction:
     try:
         frac = Fraction(value).limit_denominator(1_000_000)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from exc
+        raise SettingsError(f"{name} must be a positive number, got {value!r}") from exc
     if frac <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise SettingsError(f"{name} must be a positive number, got {value!r}")
     return frac
 
 

@@ -25,6 +25,8 @@ from typing import Callable, Generator, Iterator
 
 import numpy as np
 
+from ..errors import SettingsError
+
 log = logging.getLogger(__name__)
 
 SNIPPET_FRAMES = 16
@@ -130,9 +132,9 @@ class Extractor:
         from .i3d import bf16_is_fast
 
         if settings.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {settings.precision!r}")
+            raise SettingsError(f"precision must be fp32 or bf16, got {settings.precision!r}")
         if settings.flow_preset not in PRESETS:
-            raise ValueError(f"unknown flow preset {settings.flow_preset!r}; choose one of {', '.join(PRESETS)}")
+            raise SettingsError(f"unknown flow preset {settings.flow_preset!r}; choose one of {', '.join(PRESETS)}")
         self._torch = torch
         self.settings = settings
         self.device = resolve_device(device)

@@ -13,6 +13,8 @@ import logging
 import cv2
 import numpy as np
 
+from ..errors import SettingsError, UnavailableError
+
 logger = logging.getLogger(__name__)
 
 # One parameter set per preset; wtal.extract.tvl1 takes them unchanged (its defaults are "default").
@@ -65,9 +67,9 @@ def resolve_backend(name: str, device: str, probe: bool = True) -> str:
 
         return "torch" if resolve_device(device).type == "cuda" else "opencv-cpu"
     if name not in BACKENDS:
-        raise ValueError(f"unknown flow backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+        raise SettingsError(f"unknown flow backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
     if probe and name == "opencv-cuda" and not _opencv_cuda_available():
-        raise RuntimeError(
+        raise UnavailableError(
             f"flow backend 'opencv-cuda' needs an OpenCV build with CUDA and a CUDA device "
             f"(cv2 {cv2.__version__} has none); use 'torch' or 'opencv-cpu'"
         )
@@ -76,7 +78,7 @@ def resolve_backend(name: str, device: str, probe: bool = True) -> str:
 
 def _preset(preset: str) -> dict:
     if preset not in PRESETS:
-        raise ValueError(f"unknown flow preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise SettingsError(f"unknown flow preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[preset])
 
 

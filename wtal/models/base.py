@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, Proposal, cas_detections
 
 REGISTRY: dict[str, type["Localizer"]] = {}
@@ -42,7 +43,7 @@ def get_localizer(name: str) -> type["Localizer"]:
     for module in MODEL_MODULES:
         importlib.import_module(f"{__package__}.{module}")
     if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+        raise SettingsError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
 
 
@@ -172,7 +173,7 @@ def _coerce(key: str, text: str, default: Any) -> Any:
                 return text
         return type(default)(text)
     except ValueError:
-        raise ValueError(f"--set {key}={text}: expected a value like {default!r}") from None
+        raise SettingsError(f"--set {key}={text}: expected a value like {default!r}") from None
 
 
 def split_settings(cls: type[Localizer], overrides: dict[str, str] | None) -> tuple[dict, dict, dict]:
@@ -190,7 +191,7 @@ def split_settings(cls: type[Localizer], overrides: dict[str, str] | None) -> tu
                 break
         else:
             valid = sorted(set(hparams) | set(train) | set(test))
-            raise ValueError(f"--set {key}: not a setting of {cls.name}; valid: {', '.join(valid)}")
+            raise SettingsError(f"--set {key}: not a setting of {cls.name}; valid: {', '.join(valid)}")
     return hparams, train, test
 
 

@@ -57,6 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..postprocess.proposals import (
     POSTPROCESS_DEFAULTS,
     Proposal,
@@ -191,7 +192,7 @@ class DGAM(Localizer):
         else:
             self.slices = [(0, feature_dim)]
         if len(self.recon_weights) < len(self.slices):
-            raise ValueError(f"recon_weights needs one weight per stream ({len(self.slices)}), got {self.recon_weights}")
+            raise SettingsError(f"recon_weights needs one weight per stream ({len(self.slices)}), got {self.recon_weights}")
         # a ModuleList at run time (registered submodules); typed as what its items are
         self.streams = cast("list[DGAMStream]", nn.ModuleList(
             DGAMStream(e - s, num_classes, attention_hidden, latent_dim, cvae_hidden) for s, e in self.slices

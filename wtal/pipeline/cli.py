@@ -2,7 +2,8 @@
 
 Heavy modules (torch, ray, cv2) are imported inside the commands that need them, so
 `wtal evaluate` and `wtal cache ls` start fast. Every command ends with a one-line error and a
-non-zero exit status on bad input.
+non-zero exit status on bad input (a `WtalError` or an `OSError`); any other exception is a bug and
+keeps its traceback.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from ..errors import SettingsError, WtalError
 
 log = logging.getLogger("wtal")
 
@@ -27,7 +30,7 @@ def _sets(pairs: list[str] | None) -> dict[str, str]:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"--set {pair}: expected key=value")
+            raise SettingsError(f"--set {pair}: expected key=value")
         key, value = pair.split("=", 1)
         out[key.strip()] = value.strip()
     return out
@@ -190,7 +193,7 @@ def cmd_cache(args) -> int:
         return 1 if problems else 0
     if args.action == "export":
         if not args.dest:
-            raise ValueError("cache export needs a destination folder: wtal cache export CACHE OUT_DIR")
+            raise SettingsError("cache export needs a destination folder: wtal cache export CACHE OUT_DIR")
         n = cache.export(args.dest)
         print(f"exported {n} videos to {args.dest}")
         return 0
@@ -403,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (WtalError, OSError) as exc:  # the user's input or environment; anything else is a bug
         if args.verbose:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
