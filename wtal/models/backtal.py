@@ -40,6 +40,9 @@ predicts exactly what it predicts alone.
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -61,7 +64,7 @@ def affinity_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     T = x.shape[-1]
     taps = F.conv1d(x, weight.permute(2, 0, 1).reshape(k * out_dim, in_dim, 1))
     taps = F.pad(taps.view(x.shape[0], k, out_dim, T), (h, h))
-    y = sum(affinity[:, j: j + 1] * taps[:, j, :, j: j + T] for j in range(k))
+    y = reduce(operator.add, (affinity[:, j: j + 1] * taps[:, j, :, j: j + T] for j in range(k)))
     return y if bias is None else y + bias.view(1, -1, 1)
 
 

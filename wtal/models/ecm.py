@@ -46,7 +46,8 @@ from .base import Inference, Localizer, TemporalConvHead, register, topk_count, 
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the public code
 
 
-def fold_aggregate(features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, folds: int) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_aggregate(features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
+                   folds: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-class weighted means of features over `folds` interleaved temporal folds.
 
     features (B, T, D), weights (B, T, C), mask (B, T) bool. Snippet t belongs to fold t % folds.

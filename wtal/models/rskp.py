@@ -89,6 +89,9 @@ class RSKP(Localizer):
     """FAC-Net-style head on original, intra-video and inter-video propagated features."""
 
     name = "rskp"
+    bank: torch.Tensor  # buffers (register_buffer in __init__)
+    bank_scores: torch.Tensor
+    bank_filled: torch.Tensor
     # the public code trains on whole videos (no sampling): max_len only guards memory
     train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000,
                       "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
@@ -117,9 +120,10 @@ class RSKP(Localizer):
         self.kd_weight, self.kd_temperature, self.att_weight = kd_weight, kd_temperature, att_weight
         self.topk_fraction, self.fusion_weight = topk_fraction, fusion_weight
         dim = embed_dim or feature_dim
-        self.embedding = nn.Sequential(nn.Linear(feature_dim, dim), nn.ReLU(), nn.Dropout(dropout))
-        nn.init.xavier_uniform_(self.embedding[0].weight)
-        nn.init.zeros_(self.embedding[0].bias)
+        linear = nn.Linear(feature_dim, dim)
+        nn.init.xavier_uniform_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        self.embedding = nn.Sequential(linear, nn.ReLU(), nn.Dropout(dropout))
         self.bases = nn.Parameter(nn.init.orthogonal_(torch.empty(num_bases, dim)))
         self.centres = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_classes + 1, dim)))
         self.foreground = nn.Parameter(-self.centres.detach()[-1:].clone())
