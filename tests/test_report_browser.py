@@ -129,7 +129,8 @@ def test_clicking_a_column_sorts_the_rows(rendered):
     assert attrs(browser, "#class-table tbody tr", "class") == CLASSES[::-1]
     browser.click("#class-table th[data-key='gt']")
     assert attrs(browser, "#class-table tbody tr", "class") == ["Throw", "Jump", "Run"]  # 6, 3, 2 instances
-    assert browser.evaluate("document.querySelector(\"#class-table th[data-key='gt']\").getAttribute('aria-sort')") == "descending"
+    sort = browser.evaluate("document.querySelector(\"#class-table th[data-key='gt']\").getAttribute('aria-sort')")
+    assert sort == "descending"
 
 
 def test_videos_worst_first_and_filters_hide_videos(rendered):
@@ -177,14 +178,17 @@ def test_error_analysis_and_the_tiou_switch(rendered):
     inputs = load_evaluation(browser.root / "det.json", browser.root / "ann.json", subset="test")
     m = match_predictions(ann, inputs.detections, "test", report["tiou"])
     counts = np.bincount(diagnosis.outcomes(m)[report["tiou"].index(0.5)], minlength=6)
-    shown = [int(browser.evaluate(f"document.querySelector(\"#outcome-table tr[data-outcome='{name}'] td:nth-child(2)\").textContent"))
-             for name in diagnosis.OUTCOMES]
+    cell = "document.querySelector(\"#outcome-table tr[data-outcome='{}'] td:nth-child(2)\").textContent"
+    shown = [int(browser.evaluate(cell.format(name))) for name in diagnosis.OUTCOMES]
     assert shown == counts.tolist() and sum(shown) == 12
     # v_d's Jump [3, 5] lies inside [3, 8]; v_b's Run [12, 16] is 3 s after its Run [5, 9] (4 s long);
     # v_a's Run and v_c's Jump fire in videos without their class
     assert [row[1] for row in rows(browser, "#loc-table tr")] == ["1", "0", "0", "0"]
     assert [row[1] for row in rows(browser, "#bg-table tr")] == ["1", "0", "2"]
-    missed = lambda: browser.evaluate("document.querySelector(\"#videos .video[data-video='v_d']\").dataset.missed")
+
+    def missed():
+        return browser.evaluate("document.querySelector(\"#videos .video[data-video='v_d']\").dataset.missed")
+
     jump_missed = "document.querySelector(\"#class-table tr[data-class='Jump'] td:nth-child(4)\").textContent"
     assert missed() == "1" and browser.evaluate(jump_missed) == "1"  # Jump [3, 8] vs [3, 5]: tIoU 0.4
     select(browser, "tiou-select", "0")
