@@ -80,13 +80,17 @@ Choices the paper leaves open
   ("m ... to ensure L_reg be larger than 0") [open].
 - Schedule: the paper fine-tunes from released UntrimmedNet heads, which wtal does not have.
   Stage 1 trains SCP / SAP alone (the UntrimmedNet stage, Sec. 3.4 "the solely training of the
-  action classification") for `cls_epochs` epochs with Adam (`cls_lr` 1e-4, wtal's MIL baseline
-  rate; SGD 1e-4 does not train random heads in the paper's 600 steps). Stage 2 is the paper's:
-  SGD lr 1e-4 / 10 every 200 videos counted from its first step, momentum 0.9 and weight decay
-  5e-4 [open], on L_cls (joint, masked by the positives) + L_reg; the decay stops at `min_lr`
+  action classification") for `cls_epochs` 20 epochs with Adam (`cls_lr` 1e-4, wtal's MIL
+  baseline rate): at one video per step that is 4000 steps on THUMOS14's 200 videos, three times
+  MIL's 1300 (100 epochs at batch 16); the paper's SGD 1e-4 is a fine-tuning rate, and its clock
+  gives random heads about 600 useful steps. Stage 2 is the paper's: SGD lr 1e-4 / 10 every 200
+  videos counted from its first step, momentum 0.9 and weight decay 5e-4 [open], on L_cls (joint
+  fine-tuning C5 throughout, the full CleanNet of Table 2) + L_reg; the decay stops at `min_lr`
   1e-7 (three decays, where THUMOS14's 600 videos of 3 epochs end), so that on ActivityNet-sized
-  epochs the rate never underflows [open]. With `untrimmednet_heads` (a file of released heads)
-  the heads start as Eqs. (4)-(5) say; set `cls_epochs=0` to fine-tune from them as the paper.
+  epochs the rate never underflows [open]. With `untrimmednet_heads`, a torch file (read with
+  weights_only) of the released per-stream heads (`HEAD_FIELDS`: rgb / flow classification
+  weight (N, D_stream) and bias (N,), attention weight (D_stream,) and bias), the heads start as
+  Eqs. (4)-(5) say; set `cls_epochs=0` to fine-tune from them as the paper does.
 - Whole videos in training and test (`train_sampling` and `test_sampling` "native", so
   `max_len` and `test_len` do not apply), as the paper's one whole video per batch: anchors and
   regressions are in snippets, and a video subsampled in training only would change their scale.
