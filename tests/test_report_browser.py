@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 from cdp import Chromium, find_chromium
 
-from wtal.data.annotations import load_annotations
+from wtal.data.annotations import (
+    AnnotationSet,
+    Segment,
+    VideoAnnotation,
+    load_annotations,
+)
 from wtal.evaluate import diagnosis
 from wtal.evaluate.html_report import ClassActivations, write_html_report
 from wtal.evaluate.metrics import match_predictions
-from wtal.evaluate.reports import load_evaluation
+from wtal.evaluate.reports import EvaluationInputs, load_evaluation
 from wtal.pipeline.cli import main
 
 CLASSES = ["Jump", "Run", "Throw"]
@@ -213,3 +218,19 @@ def test_cas_and_model_settings_are_drawn(rendered):
     assert points == 40
     facts = dict(zip(texts(browser, "#model dt"), texts(browser, "#model dd")))
     assert facts == {"model": "mil", "seed": "3"}
+
+
+def test_show_more_appends_the_next_page(rendered):
+    browser, _, _ = rendered
+    videos = {f"w{i:02d}": VideoAnnotation(f"w{i:02d}", "test", 10.0, 25.0, [Segment("Jump", 1, 2)] * (1 + i % 3))
+              for i in range(65)}
+    inputs = EvaluationInputs(AnnotationSet(videos, ["Jump"], "mem.json"), {}, "test", np.array([0.5]))
+    write_html_report(browser.root / "many.html", inputs)
+    browser.open(browser.root / "many.html")
+    first = visible_videos(browser)
+    assert len(first) == 60 and browser.evaluate("!document.getElementById('more').hidden")
+    browser.click("#more")
+    after = visible_videos(browser)
+    assert after[:60] == first and len(after) == 65 and sorted(after) == sorted(videos)
+    assert browser.evaluate("document.getElementById('more').hidden")
+    assert "showing 65 of 65" in texts(browser, "#video-count")[0]
