@@ -2,7 +2,9 @@
 
 `atomic_write` writes to a temporary file in the target's folder, fsyncs it and renames it over
 the target, so a reader (or a crash) sees either the old file or the whole new one, never a part;
-two writers never share a temporary name.
+two writers never share a temporary name. The new file gets the permissions a plain `open`
+would give it (0666 less the umask), not `mkstemp`'s owner-only 0600, so caches and reports on
+shared storage stay readable by the other users of a cluster.
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
 Content = Union[bytes, str, Callable[[BinaryIO], Any]]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, content: Content) -> Path:
@@ -28,6 +36,7 @@ def atomic_write(path: str | os.PathLike, content: Content) -> Path:
             else:
                 f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
