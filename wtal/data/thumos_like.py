@@ -86,7 +86,7 @@ class ThumosLikeConfig:
     instance_log_std: float = 0.6
     instance_range: tuple[int, int] = (1, 300)
     # evidence
-    action_strength: float = 2.0
+    action_strength: float = 6.0
     strength_spread: float = 0.3
     subpatterns: int = 3
     subpattern_concentration: float = 0.5
@@ -98,9 +98,9 @@ class ThumosLikeConfig:
     context_strength: float = 0.5
     context_span: float = 1.0
     flow_context_ratio: float = 0.4
-    class_scene: float = 0.5
-    scene_offset: float = 1.0
-    noise_std: float = 1.0
+    class_scene: float = 0.3
+    scene_offset: float = 0.3
+    noise_std: float = 0.5
     noise_corr: float = 0.7
     pause_min_length: int = 16
     pause_fraction: float = 0.15
