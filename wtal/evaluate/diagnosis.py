@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from wtal.evaluate.metrics import Matching, _interpolated_ap, _pair_tiou
+from wtal.evaluate.metrics import Matching, _interpolated_ap
+from wtal.segments import pair_tiou
 
 MIN_TIOU = 0.1
 OUTCOMES = ("true positive", "double detection", "wrong label", "localization", "confusion", "background")
@@ -47,7 +48,7 @@ def _video_pairs(m: Matching) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pair_pred = np.repeat(np.arange(len(m.pred_video)), counts)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_gt = order[np.repeat(lo, counts) + within]
-    iou = _pair_tiou(m.pred_seg[pair_pred, 0], m.pred_seg[pair_pred, 1], m.gt_seg[pair_gt, 0], m.gt_seg[pair_gt, 1])
+    iou = pair_tiou(m.pred_seg[pair_pred, 0], m.pred_seg[pair_pred, 1], m.gt_seg[pair_gt, 0], m.gt_seg[pair_gt, 1])
     return pair_pred, pair_gt, iou
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from wtal.data.annotations import AnnotationError, AnnotationSet
 from wtal.errors import WtalError
 from wtal.evaluate.protocols import ambiguous_mask, get_protocol
+from wtal.segments import pair_tiou, tiou
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,6 @@ def _check_tious(tious, what: str = "tious") -> np.ndarray:
     return values
 
 
-def _pair_tiou(a_start, a_end, b_start, b_end) -> np.ndarray:
-    """Element-wise tIoU; the single formula both implementations use, so they agree bitwise."""
-    inter = np.maximum(np.minimum(a_end, b_end) - np.maximum(a_start, b_start), 0.0)
-    union = (a_end - a_start) + (b_end - b_start) - inter
-    out = np.zeros(np.broadcast(inter, union).shape)
-    return np.divide(inter, union, out=out, where=union > 0)
-
-
-def tiou(segment, segments) -> np.ndarray:
-    """tIoU of one (start, end) segment with each row of `segments` (N, 2), in seconds."""
-    seg = np.asarray(segment, dtype=np.float64)
-    segs = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
-    return _pair_tiou(seg[0], seg[1], segs[:, 0], segs[:, 1])
-
-
 def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
     """All-points interpolated AP per row of `tp` (T, n): predictions already ranked."""
     if tp.shape[1] == 0 or npos == 0:
@@ -120,7 +106,7 @@ def _match(gt_key, gt_seg, pred_key, pred_seg, tious) -> tuple[np.ndarray, np.nd
     pair_pred = np.repeat(np.arange(n_pred), counts)
     within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(counts) - counts, counts)
     pair_gt = order[np.repeat(lo, counts) + within]
-    iou = _pair_tiou(
+    iou = pair_tiou(
         pred_seg[pair_pred, 0], pred_seg[pair_pred, 1], gt_seg[pair_gt, 0], gt_seg[pair_gt, 1]
     )
     keep = iou >= tious.min()

@@ -14,27 +14,9 @@ import cv2
 import numpy as np
 
 from ..errors import SettingsError, UnavailableError
+from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
-
-# One parameter set per preset; wtal.extract.tvl1 takes them unchanged (its defaults are "default").
-PRESETS: dict = {
-    "default": {  # OpenCV's TV-L1 defaults
-        "tau": 0.25,
-        "lambda_": 0.15,
-        "theta": 0.3,
-        "nscales": 5,
-        "warps": 5,
-        "epsilon": 0.01,
-        "inner_iterations": 30,
-        "outer_iterations": 10,
-        "scale_step": 0.8,
-        "gamma": 0.0,
-        "median_filtering": 5,
-    },
-}
-PRESETS["fast"] = {**PRESETS["default"], "nscales": 3, "warps": 1, "inner_iterations": 10,
-                   "outer_iterations": 2}
 
 BACKENDS = ("opencv-cpu", "opencv-cuda", "torch")
 

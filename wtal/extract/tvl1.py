@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import resolve_device
-from .flow import PRESETS
+from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
 

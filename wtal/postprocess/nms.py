@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..evaluate.metrics import tiou as segment_iou
+from ..segments import tiou as segment_iou
 
 NMS_OVERLAPS = ("tiou", "tiou_plus_one", "over_lower")
 
