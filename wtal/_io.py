@@ -54,3 +54,49 @@ def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes (streamed, constant memory)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# ------------------------------------------------------------------ readers' shared checks
+PICKLE_REFUSAL = (
+    "holds object arrays, which numpy can only read by unpickling, and unpickling a file can execute "
+    "arbitrary code; pass allow_pickle=True (CLI: --allow-pickle) only for files from a source you trust"
+)
+
+
+def load_npy(path: str | os.PathLike, allow_pickle: bool, error: type[Exception], hint: str = "") -> Any:
+    """`np.load` of a possibly pickled `.npy`, refusing pickles unless allowed.
+
+    Any failure is `error("<path>: field 'format': ...")`; `hint` is appended to the refusal.
+    """
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except ValueError as exc:
+        if not allow_pickle and "allow_pickle" in str(exc):
+            raise error(f"{path}: field 'format': {PICKLE_REFUSAL}{hint}") from None
+        raise error(f"{path}: field 'format': unreadable .npy ({exc})") from None
+    except Exception as exc:  # truncated pickles raise EOFError, UnpicklingError, ...
+        raise error(f"{path}: field 'format': unreadable .npy ({exc})") from None
+
+
+def parse_number(value: Any, path: Any, where: str, error: type[Exception], what: str = "a number") -> float:
+    """A finite float from a JSON number or a numeric string, else `error("<path>: <where>: ...")`."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
+        raise error(f"{path}: {where}: expected {what}, got {value!r:.60}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise error(f"{path}: {where}: expected {what}, got {value!r:.60}") from None
+    if not math.isfinite(number):
+        raise error(f"{path}: {where}: expected a finite number, got {value!r}")
+    return number
+
+
+def as_text(value: Any) -> str:
+    """A string from numpy's bytes or str array items (W-TALC files hold either)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

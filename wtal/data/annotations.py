@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from wtal._io import as_text, load_npy, parse_number, write_json_atomic
 from wtal.errors import WtalError
 
 log = logging.getLogger(__name__)
@@ -115,37 +113,30 @@ class AnnotationSet:
         )
 
 
-def _fail(path, where: str, problem: str) -> AnnotationError:
+def fail(path, where: str, problem: str) -> AnnotationError:
+    """The "file: field: problem" error of annotation and click readers."""
     return AnnotationError(f"{path}: {where}: {problem}")
 
 
 def _number(value, path, where: str, what: str = "a number") -> float:
     """A finite float from a JSON number or a numeric string (gt_basnet.json uses strings)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
-        raise _fail(path, where, f"expected {what}, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise _fail(path, where, f"expected {what}, got {value!r}") from None
-    if not math.isfinite(number):
-        raise _fail(path, where, f"expected a finite number, got {value!r}")
-    return number
+    return parse_number(value, path, where, AnnotationError, what)
 
 
 def _segment(value, path, where: str) -> tuple[float, float]:
     """(start, end) in seconds from a two-element list; start <= end is required."""
     if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != 2:
-        raise _fail(path, where, f"expected two numbers, got {value!r}")
+        raise fail(path, where, f"expected two numbers, got {value!r}")
     start = _number(value[0], path, where, "two numbers")
     end = _number(value[1], path, where, "two numbers")
     if end < start:
-        raise _fail(path, where, f"end {end} is before start {start}")
+        raise fail(path, where, f"end {end} is before start {start}")
     return start, end
 
 
 def _label(value, path, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise _fail(path, where, f"expected a non-empty string, got {value!r}")
+        raise fail(path, where, f"expected a non-empty string, got {value!r}")
     return value
 
 
@@ -154,7 +145,7 @@ def _optional_nonnegative(value, path, where: str) -> float | None:
         return None
     number = _number(value, path, where)
     if number < 0:
-        raise _fail(path, where, f"expected a non-negative number, got {value!r}")
+        raise fail(path, where, f"expected a non-negative number, got {value!r}")
     return number
 
 
@@ -168,23 +159,23 @@ def _parse_database(database: dict, path, prefix: str) -> dict[str, VideoAnnotat
     for video_id, entry in database.items():
         where = f"{prefix}{video_id}"
         if not isinstance(entry, dict):
-            raise _fail(path, where, f"expected an object, got {type(entry).__name__}")
+            raise fail(path, where, f"expected an object, got {type(entry).__name__}")
         if "subset" not in entry:
-            raise _fail(path, f"{where}.subset", "missing")
+            raise fail(path, f"{where}.subset", "missing")
         subset = _label(entry["subset"], path, f"{where}.subset")
         if "annotations" not in entry:
-            raise _fail(path, f"{where}.annotations", "missing")
+            raise fail(path, f"{where}.annotations", "missing")
         items = entry["annotations"]
         if not isinstance(items, list):
-            raise _fail(path, f"{where}.annotations", f"expected a list, got {items!r:.60}")
+            raise fail(path, f"{where}.annotations", f"expected a list, got {items!r:.60}")
         segments = []
         for i, item in enumerate(items):
             item_where = f"{where}.annotations[{i}]"
             if not isinstance(item, dict):
-                raise _fail(path, item_where, f"expected an object, got {item!r:.60}")
+                raise fail(path, item_where, f"expected an object, got {item!r:.60}")
             for key in ("label", "segment"):
                 if key not in item:
-                    raise _fail(path, f"{item_where}.{key}", "missing")
+                    raise fail(path, f"{item_where}.{key}", "missing")
             label = _label(item["label"], path, f"{item_where}.label")
             start, end = _segment(item["segment"], path, f"{item_where}.segment")
             segments.append(Segment(label, start, end))
@@ -199,61 +190,44 @@ def _load_json(path: Path) -> AnnotationSet:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise _fail(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})") from None
+        raise fail(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})") from None
     except UnicodeDecodeError as e:
-        raise _fail(path, "encoding", f"not UTF-8 text ({e.reason})") from None
+        raise fail(path, "encoding", f"not UTF-8 text ({e.reason})") from None
     except OSError as e:
-        raise _fail(path, "path", f"unreadable ({e.strerror})") from None
+        raise fail(path, "path", f"unreadable ({e.strerror})") from None
     if not isinstance(data, dict):
-        raise _fail(path, "top level", f"expected an object, got {type(data).__name__}")
+        raise fail(path, "top level", f"expected an object, got {type(data).__name__}")
     if "database" in data:
         database = data["database"]
         if not isinstance(database, dict):
-            raise _fail(path, "database", f"expected an object, got {type(database).__name__}")
+            raise fail(path, "database", f"expected an object, got {type(database).__name__}")
         prefix = "database."
     elif data and all(isinstance(v, dict) and "annotations" in v for v in data.values()):
         database, prefix = data, ""
     else:
-        raise _fail(path, "database", "missing (expected an ActivityNet-style annotation file)")
+        raise fail(path, "database", "missing (expected an ActivityNet-style annotation file)")
     videos = _parse_database(database, path, prefix)
     if not videos:
-        raise _fail(path, "database", "no videos")
+        raise fail(path, "database", "no videos")
     return _build(videos, str(path))
 
 
-def _decode(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _load_npy(path: Path, allow_pickle: bool) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except ValueError as e:
-        if not allow_pickle and "allow_pickle" in str(e):
-            raise _fail(
-                path,
-                "format",
-                "holds object arrays, which numpy can only read by unpickling, and unpickling a "
-                "file can execute arbitrary code; pass allow_pickle=True (CLI: --allow-pickle) "
-                "only for files from a source you trust, or convert them once with `wtal convert`",
-            ) from None
-        raise _fail(path, "format", f"unreadable .npy file ({e})") from None
-    except (OSError, EOFError, pickle.UnpicklingError) as e:
-        raise _fail(path, "format", f"unreadable .npy file ({e})") from None
+    return load_npy(path, allow_pickle, AnnotationError, hint=", or convert them once with `wtal convert`")
 
 
 def _load_wtalc(folder: Path, allow_pickle: bool) -> AnnotationSet:
     missing = [name for name in WTALC_REQUIRED if not (folder / name).is_file()]
     if missing:
-        raise _fail(folder, "layout", f"not a W-TALC annotation folder: missing {', '.join(missing)}")
-    names = [_decode(v) for v in _load_npy(folder / "videoname.npy", allow_pickle).ravel()]
-    subsets = [_decode(v) for v in _load_npy(folder / "subset.npy", allow_pickle).ravel()]
+        raise fail(folder, "layout", f"not a W-TALC annotation folder: missing {', '.join(missing)}")
+    names = [as_text(v) for v in _load_npy(folder / "videoname.npy", allow_pickle).ravel()]
+    subsets = [as_text(v) for v in _load_npy(folder / "subset.npy", allow_pickle).ravel()]
     segments = _load_npy(folder / "segments.npy", allow_pickle)
     labels = _load_npy(folder / "labels.npy", allow_pickle)
     n = len(names)
     for file, array in (("subset.npy", subsets), ("segments.npy", segments), ("labels.npy", labels)):
         if len(array) != n:
-            raise _fail(folder / file, "length", f"{len(array)} entries, videoname.npy has {n}")
+            raise fail(folder / file, "length", f"{len(array)} entries, videoname.npy has {n}")
 
     def optional_column(file: str) -> list[float | None]:
         """Per-video non-negative numbers of an optional .npy column (None when absent)."""
@@ -261,7 +235,7 @@ def _load_wtalc(folder: Path, allow_pickle: bool) -> AnnotationSet:
             return [None] * n
         raw = _load_npy(folder / file, allow_pickle).reshape(-1)
         if len(raw) != n:
-            raise _fail(folder / file, "length", f"{len(raw)} entries, expected {n}")
+            raise fail(folder / file, "length", f"{len(raw)} entries, expected {n}")
         return [_optional_nonnegative(v, folder / file, f"[{i}] ({names[i]})") for i, v in enumerate(raw)]
 
     durations = optional_column("duration.npy")
@@ -269,10 +243,10 @@ def _load_wtalc(folder: Path, allow_pickle: bool) -> AnnotationSet:
     videos: dict[str, VideoAnnotation] = {}
     for i, video_id in enumerate(names):
         if video_id in videos:
-            raise _fail(folder / "videoname.npy", f"[{i}]", f"duplicate video {video_id!r}")
+            raise fail(folder / "videoname.npy", f"[{i}]", f"duplicate video {video_id!r}")
         video_segments, video_labels = list(segments[i]), list(labels[i])
         if len(video_segments) != len(video_labels):
-            raise _fail(
+            raise fail(
                 folder / "labels.npy",
                 f"[{i}] ({video_id})",
                 f"{len(video_labels)} labels for {len(video_segments)} segments",
@@ -280,7 +254,7 @@ def _load_wtalc(folder: Path, allow_pickle: bool) -> AnnotationSet:
         items = []
         for j, (seg, label) in enumerate(zip(video_segments, video_labels)):
             start, end = _segment(seg, folder / "segments.npy", f"[{i}][{j}] ({video_id})")
-            items.append(Segment(_label(_decode(label), folder / "labels.npy", f"[{i}][{j}]"), start, end))
+            items.append(Segment(_label(as_text(label), folder / "labels.npy", f"[{i}][{j}]"), start, end))
         videos[video_id] = VideoAnnotation(video_id, subsets[i], durations[i], fps[i], items)
     return _build(videos, str(folder))
 
@@ -295,7 +269,7 @@ def load_annotations(path, allow_pickle: bool = False) -> AnnotationSet:
     """
     path = Path(path)
     if not path.exists():
-        raise _fail(path, "path", "no such file or directory")
+        raise fail(path, "path", "no such file or directory")
     if path.is_dir():
         return _load_wtalc(path, allow_pickle)
     if path.suffix == ".npy" and (path.parent / "videoname.npy").is_file():
@@ -316,13 +290,7 @@ def save_annotations_json(ann: AnnotationSet, path) -> None:
             {"label": s.label, "segment": [s.start, s.end]} for s in video.segments
         ]
         database[video.video_id] = entry
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"version": "wtal-annotations-1", "database": database}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {"version": "wtal-annotations-1", "database": database}, indent=None)
     log.info("wrote %d videos to %s", len(database), path)
 
 
@@ -334,13 +302,13 @@ def load_ambiguous(path) -> dict[str, list[tuple[float, float]]]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as e:
-        raise _fail(path, "path", f"unreadable ({e.strerror})") from None
+        raise fail(path, "path", f"unreadable ({e.strerror})") from None
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 3:
-            raise _fail(path, f"line {number}", f"expected 'video start end', got {line!r}")
+            raise fail(path, f"line {number}", f"expected 'video start end', got {line!r}")
         start, end = _segment(fields[1:], path, f"line {number}")
         result.setdefault(fields[0], []).append((start, end))
     return result

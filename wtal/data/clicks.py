@@ -12,20 +12,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from wtal.data.annotations import AnnotationError, AnnotationSet, _number
+from wtal._io import write_json_atomic
+from wtal.data.annotations import AnnotationError, AnnotationSet, _number, fail
 
 log = logging.getLogger(__name__)
 
 CSV_REQUIRED = ("URLID", "Start", "End")
-
-
-def _fail(path, where: str, problem: str) -> AnnotationError:
-    return AnnotationError(f"{path}: {where}: {problem}")
 
 
 def _read_csv(path: Path) -> dict[str, list[float]]:
@@ -35,16 +31,16 @@ def _read_csv(path: Path) -> dict[str, list[float]]:
         header = reader.fieldnames or []
         missing = [c for c in CSV_REQUIRED if c not in header]
         if missing:
-            raise _fail(path, "header", f"missing column(s) {', '.join(missing)}; got {header}")
+            raise fail(path, "header", f"missing column(s) {', '.join(missing)}; got {header}")
         for row in reader:
             where = f"line {reader.line_num}"
             video_id = (row["URLID"] or "").strip()
             if not video_id:
-                raise _fail(path, f"{where}.URLID", "empty")
+                raise fail(path, f"{where}.URLID", "empty")
             start = _number(row["Start"], path, f"{where}.Start")
             end = _number(row["End"], path, f"{where}.End")
             if end < start:
-                raise _fail(path, f"{where}.End", f"{end} is before Start {start}")
+                raise fail(path, f"{where}.End", f"{end} is before Start {start}")
             clicks.setdefault(video_id, []).append((start + end) / 2)
     return clicks
 
@@ -54,13 +50,13 @@ def _read_json(path: Path) -> dict[str, list[float]]:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
-        raise _fail(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})") from None
+        raise fail(path, f"line {e.lineno} column {e.colno}", f"invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
-        raise _fail(path, "top level", "expected an object {video_id: [seconds, ...]}")
+        raise fail(path, "top level", "expected an object {video_id: [seconds, ...]}")
     clicks = {}
     for video_id, times in data.items():
         if not isinstance(times, list):
-            raise _fail(path, video_id, f"expected a list of seconds, got {times!r:.60}")
+            raise fail(path, video_id, f"expected a list of seconds, got {times!r:.60}")
         clicks[video_id] = [_number(t, path, f"{video_id}[{i}]") for i, t in enumerate(times)]
     return clicks
 
@@ -75,7 +71,7 @@ def load_clicks(path, annotator: str | None = None) -> dict[str, list[float]]:
     if path.is_dir():
         available = sorted(p.stem[len("background_clicks_"):] for p in path.glob("background_clicks_*.csv"))
         if annotator is None or annotator not in available:
-            raise _fail(
+            raise fail(
                 path,
                 "annotator",
                 f"{'choose' if annotator is None else f'unknown annotator {annotator!r}; choose'} "
@@ -83,15 +79,15 @@ def load_clicks(path, annotator: str | None = None) -> dict[str, list[float]]:
             )
         path = path / f"background_clicks_{annotator}.csv"
     elif annotator is not None:
-        raise _fail(path, "annotator", "an annotator is chosen only when the path is a folder")
+        raise fail(path, "annotator", "an annotator is chosen only when the path is a folder")
     if not path.is_file():
-        raise _fail(path, "path", "no such file")
+        raise fail(path, "path", "no such file")
     with open(path, "rb") as f:
         head = f.read(64).lstrip(b"\xef\xbb\xbf").lstrip()
     try:
         clicks = _read_json(path) if head.startswith(b"{") else _read_csv(path)
     except UnicodeDecodeError as e:
-        raise _fail(path, "encoding", f"not UTF-8 text ({e.reason})") from None
+        raise fail(path, "encoding", f"not UTF-8 text ({e.reason})") from None
     for times in clicks.values():
         times.sort()
     log.info("read %d clicks on %d videos from %s", sum(map(len, clicks.values())), len(clicks), path)
@@ -148,10 +144,4 @@ def simulate_clicks(ann: AnnotationSet, subset: str, seed: int) -> dict[str, lis
 
 def save_clicks(clicks: dict[str, list[float]], path) -> None:
     """Write `{video_id: [seconds, ...]}` JSON, keys sorted."""
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({k: [float(t) for t in v] for k, v in sorted(clicks.items())}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {k: [float(t) for t in v] for k, v in sorted(clicks.items())}, indent=None)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from wtal._io import as_text, load_npy
 from wtal.errors import WtalError
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ DEFAULT_FPS = 25.0
 NPZ_TIME_FIELDS = ("frame_num", "fps", "duration")
 NPZ_STREAMS = ("feat_spa", "feat_tem")
 NPZ_CHANNELS = 1024
-PICKLE_REFUSAL = (
-    "holds a pickled object array, and unpickling a file can execute arbitrary code; pass "
-    "allow_pickle=True (CLI: --allow-pickle) only for a file from a source you trust"
-)
 
 
 class FeatureError(WtalError, ValueError):
@@ -358,28 +355,17 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
-def _decode(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def _read_video_names(source: Path, allow_pickle: bool) -> list[str]:
     """Names from a W-TALC `videoname.npy` or the annotation folder holding it."""
     file = source / "videoname.npy" if source.is_dir() else source
     if not file.is_file():
         raise FeatureError(f"{file}: no such file (video_names must name a W-TALC annotation folder or its videoname.npy)")
-    return [_decode(v) for v in np.asarray(_load_pickled(file, allow_pickle)).ravel()]
+    return [as_text(v) for v in np.asarray(_load_pickled(file, allow_pickle)).ravel()]
 
 
 def _load_pickled(path: Path, allow_pickle: bool):
     """np.load of a possibly pickled .npy, refusing pickles unless allowed; errors name the file."""
-    try:
-        return np.load(path, allow_pickle=allow_pickle)
-    except ValueError as exc:
-        if not allow_pickle and "allow_pickle" in str(exc):
-            raise FeatureError(f"{path}: field 'format': {PICKLE_REFUSAL}") from None
-        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
-    except Exception as exc:  # truncated pickles raise EOFError, UnpicklingError, ...
-        raise FeatureError(f"{path}: field 'format': unreadable .npy ({exc})") from None
+    return load_npy(path, allow_pickle, FeatureError)
 
 
 def _default_names_file(path: Path) -> Path | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wtal._io import parse_number, write_json_atomic
 from wtal.data.annotations import AnnotationSet, load_ambiguous, load_annotations
 from wtal.evaluate.metrics import EvaluationError, EvaluationReport, evaluate, parse_tiou
 from wtal.evaluate.protocols import THUMOS14_EXCLUDED, get_protocol
@@ -19,15 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def _number(value, path, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise EvaluationError(f"{path}: {where}: expected a number, got {value!r:.60}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise EvaluationError(f"{path}: {where}: expected a number, got {value!r:.60}") from None
-    if not math.isfinite(number):
-        raise EvaluationError(f"{path}: {where}: expected a finite number, got {value!r}")
-    return number
+    return parse_number(value, path, where, EvaluationError)
 
 
 def read_detections(path) -> dict[str, list[dict]]:
@@ -84,14 +75,7 @@ def read_detections(path) -> dict[str, list[dict]]:
 
 def write_json(report: EvaluationReport, path) -> None:
     """Write `report.to_json()` (the `--json REPORT.json` of `wtal evaluate`)."""
-    path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report.to_json(), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, report.to_json(), indent=2)
 
 
 def _header(report: EvaluationReport) -> list[str]:

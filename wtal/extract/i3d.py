@@ -20,7 +20,6 @@ a slow bf16 convolution (measured 20-100x slower than fp32 on the 2-core dev hos
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from functools import reduce
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from wtal._io import sha256_file
 from wtal.device import resolve_device
 from wtal.errors import WtalError
 
@@ -422,8 +422,4 @@ def weights_fingerprint(path: str | os.PathLike | None, modality: str) -> str:
     _modality_channels(modality)
     if path is None:
         return f"random-{modality}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]

@@ -7,12 +7,12 @@ settings, class names, feature width, snippet length and how the epoch was chose
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from wtal._io import atomic_write
 from wtal.errors import WtalError
 
 from .base import Localizer, get_localizer
@@ -49,15 +49,7 @@ def save_checkpoint(run: str | os.PathLike, model: Localizer, class_names: list[
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "info": info,
     }
-    fd, tmp = tempfile.mkstemp(dir=run, prefix=".checkpoint.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, run / "checkpoint.pt")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return run / "checkpoint.pt"
+    return atomic_write(run / "checkpoint.pt", lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[Localizer, dict[str, Any]]:

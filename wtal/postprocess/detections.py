@@ -1,14 +1,12 @@
 """ActivityNet result JSON: building and writing detections."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from .._io import write_json_atomic
 from .proposals import Proposal
 
 RESULT_VERSION = "VERSION 1.3"
@@ -31,19 +29,10 @@ def whole_video_results(video_scores: np.ndarray, duration: float, class_names: 
 
 
 def write_detections(path: str | os.PathLike, results: dict[str, list[dict]], external_data: dict | None = None) -> None:
-    """Write `{"version", "results", "external_data"}` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `{"version", "results", "external_data"}` atomically (`wtal._io.write_json_atomic`)."""
     payload = {
         "version": RESULT_VERSION,
         "results": {vid: sorted(rows, key=lambda r: -r["score"]) for vid, rows in sorted(results.items())},
         "external_data": external_data or {},
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, payload, indent=1)
