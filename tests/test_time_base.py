@@ -105,6 +105,15 @@ def test_npz_without_time_fields_needs_an_annotated_duration(tmp_path):
         bad.time_base("v", DURATION)
 
 
+def test_a_fixed_length_video_without_fps_takes_the_annotated_frame_rate(tmp_path):
+    ann_path = tmp_path / "ann.json"
+    ann_path.write_text(json.dumps({"database": {"v": {"subset": "testing", "duration": DURATION, "fps": 30.0,
+                                                       "annotations": [{"label": "Jump", "segment": list(ACTION)}]}}}))
+    feats = _npz(tmp_path / "npz", duration=DURATION)  # 0.4 s per snippet, fps unknown to the file
+    item = build_items(load_annotations(ann_path), feats, "testing")[0]
+    assert (item.snippet_seconds, item.fps) == (pytest.approx(0.4), 30.0)  # 12 frames per snippet
+
+
 def test_frame_level_upsampling_uses_the_video_frames_per_snippet(tmp_path):
     ann = _annotations(tmp_path)
     feats = _npz(tmp_path / "npz", frame_num=7500, fps=25.0)  # 10 frames per snippet

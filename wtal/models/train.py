@@ -43,7 +43,8 @@ class VideoItem:
 
 def build_items(ann, features, subset: str, clicks: dict[str, list[float]] | None = None) -> list[VideoItem]:
     """VideoItems of one subset of an AnnotationSet from a FeatureSource; click times (seconds)
-    become snippet indices with each video's own seconds per snippet."""
+    become snippet indices with each video's own seconds per snippet. A video's frame rate is
+    the features' where they know it, else the annotation's."""
     items = []
     for video in ann.subset(subset):
         x = features.load(video.video_id)
@@ -51,7 +52,7 @@ def build_items(ann, features, subset: str, clicks: dict[str, list[float]] | Non
         snip = np.asarray(sorted(clicks.get(video.video_id, [])) if clicks else [], dtype=np.float64)
         items.append(VideoItem(video.video_id, x, ann.label_vector(video.video_id), video.duration,
                                np.floor(snip / tb.seconds_per_snippet).astype(np.int64), tb.seconds_per_snippet,
-                               tb.fps))
+                               tb.fps or video.fps))
     return items
 
 
