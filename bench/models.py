@@ -238,6 +238,21 @@ def annotations_from_dict(raw: dict) -> AnnotationSet:
         return load_annotations(path)
 
 
+def code_version() -> str:
+    """The checkout's commit (with `+changes` when the tree is dirty), or `unknown` outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+changes" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="registered model names (default: all)")
@@ -274,7 +289,7 @@ def main() -> None:
 
     begin = time.perf_counter()
     data, what = load_data(args)
-    print(f"command: {' '.join(sys.argv)}")
+    print(f"command: {' '.join(sys.argv)} (code {code_version()})")
     print(f"dataset: {what} (built in {time.perf_counter() - begin:.0f} s)")
     full = (args.scale, args.stream_dim, args.width_div, args.epoch_fraction, args.max_epochs) == (1.0, 1024, 1, 1.0, None)
     print(f"reduction (same for every model): width-div {args.width_div}, epoch-fraction {args.epoch_fraction}, "
