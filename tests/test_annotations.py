@@ -1,7 +1,6 @@
 """Annotation readers on every public THUMOS14 / ActivityNet layout, and on bad files."""
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,9 @@ from wtal.data.annotations import (
     save_annotations_json,
 )
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations"
+from data_paths import SHARED_DATA
+
+ANNOTATIONS = SHARED_DATA / "annotations"
 THUMOS = ANNOTATIONS / "thumos14"
 WTALC = THUMOS / "wtalc_reduced"
 ACTIVITYNET = ANNOTATIONS / "activitynet" / "activity_net.v1-2.min.json"

@@ -1,7 +1,6 @@
 """Background clicks: the public THUMOS14 CSVs, wtal JSON, and simulation."""
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,9 @@ from wtal.data.annotations import (
 )
 from wtal.data.clicks import background_segments, load_clicks, save_clicks, simulate_clicks
 
-THUMOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations" / "thumos14"
+from data_paths import SHARED_DATA
+
+THUMOS = SHARED_DATA / "annotations" / "thumos14"
 
 
 @pytest.mark.parametrize("annotator, count, videos", [("A1", 2264, 200), ("A2", 2323, 199), ("A3", 2344, 199)])

@@ -13,9 +13,9 @@ import pytest
 
 from wtal.extract.decode import DecodeError, center_crop, iter_frames, probe, to_gray, video_id
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-if not VIDEOS.is_dir():
-    VIDEOS = Path("/work/shared/data/videos")
+from data_paths import SHARED_DATA
+
+VIDEOS = SHARED_DATA / "videos"
 CORRUPTED = "decord_corrupted.mp4"
 CLIPS = sorted(p.name for p in VIDEOS.glob("*") if p.name != CORRUPTED) if VIDEOS.is_dir() else []
 

@@ -10,9 +10,9 @@ import torch
 from wtal.extract.cache import FeatureCache, entry_key
 from wtal.extract.features import Extractor, ExtractSettings
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-if not VIDEOS.is_dir():
-    VIDEOS = Path("/work/shared/data/videos")
+from data_paths import SHARED_DATA
+
+VIDEOS = SHARED_DATA / "videos"
 
 pytestmark = pytest.mark.skipif(not VIDEOS.is_dir(), reason="shared test videos not found")
 

@@ -11,7 +11,9 @@ from wtal.data.annotations import load_annotations
 from wtal.data.features import FeatureError, check_lengths, open_features
 from wtal.extract.cache import FeatureCache
 
-WTALC_REDUCED = Path("/work/shared/data/annotations/thumos14/wtalc_reduced")
+from data_paths import SHARED_DATA
+
+WTALC_REDUCED = SHARED_DATA / "annotations" / "thumos14" / "wtalc_reduced"
 
 
 def _arr(t: int, d: int, offset: float = 0.0) -> np.ndarray:

@@ -2,7 +2,6 @@
 import hashlib
 import logging
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,9 @@ from wtal.extract.i3d import (
     weights_fingerprint,
 )
 
-KEYS_TSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "i3d_inception_keys.tsv"
-if not KEYS_TSV.exists():
-    KEYS_TSV = Path("/work/shared/reference/i3d_inception_keys.tsv")
+from data_paths import SHARED
+
+KEYS_TSV = SHARED / "reference" / "i3d_inception_keys.tsv"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,8 +27,6 @@ from wtal.evaluate.reports import (
     write_json,
 )
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "annotations"
-
 
 def make_ann(videos: dict, subset="test") -> AnnotationSet:
     """videos: {video_id: [(label, start, end), ...]} all in one subset, duration 100 s."""
@@ -332,8 +330,8 @@ def test_evaluate_vectorised_matches_loop_on_random_sets():
 # --- detection files and the file-level entry point -------------------------------------
 
 
-def test_read_detections_public_sample_counts():
-    path = ANNOTATIONS / "activitynet" / "sample_detection_prediction_v1-3.json"
+def test_read_detections_public_sample_counts(shared_data):
+    path = shared_data / "annotations" / "activitynet" / "sample_detection_prediction_v1-3.json"
     raw = json.loads(path.read_text())["results"]
     detections = read_detections(path)
     assert len(detections) == len(raw) == 4926
@@ -370,8 +368,8 @@ def test_evaluate_rejects_malformed_in_memory_detections():
         evaluate(ann, {"v1": [det("A", float("nan"), 0, 1)]}, "test")
 
 
-def test_evaluate_files_real_thumos14(tmp_path):
-    gt = ANNOTATIONS / "thumos14" / "gt_basnet.json"
+def test_evaluate_files_real_thumos14(tmp_path, shared_data):
+    gt = shared_data / "annotations" / "thumos14" / "gt_basnet.json"
     database = json.loads(gt.read_text())["database"]
     # detections = the test ground truth itself, plus one video of the three excluded ones
     results = {
@@ -387,7 +385,7 @@ def test_evaluate_files_real_thumos14(tmp_path):
     assert report.mAP == pytest.approx([1.0, 1.0])
     assert len(report.per_class_ap) == 20 and report.excluded == []
     # The W-TALC layout holds 270 and 1496 too; without them its test GT equals gt_basnet's.
-    folder = ANNOTATIONS / "thumos14" / "wtalc_reduced"
+    folder = shared_data / "annotations" / "thumos14" / "wtalc_reduced"
     same = evaluate_files(path, folder, tiou="0.5", exclude_thumos14=True, allow_pickle=True)
     assert same.excluded == ["video_test_0000270", "video_test_0001496"]
     assert same.num_videos == 210 and same.mAP == pytest.approx([1.0])

@@ -11,9 +11,7 @@ import pytest
 
 from wtal.data.synthetic_videos import make_video_dataset
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-if not SHARED_VIDEOS.is_dir():
-    SHARED_VIDEOS = Path("/work/shared/data/videos")
+from data_paths import SHARED_DATA
 
 FAST = ["--crop-size", "56", "--flow-preset", "fast", "--flow", "opencv-cpu", "--device", "cpu", "--workers", "2"]
 
@@ -41,8 +39,8 @@ def test_extract_run_and_cache_commands(dataset, tmp_path):
     cache = tmp_path / "cache"
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
-    if SHARED_VIDEOS.is_dir():
-        shutil.copy(SHARED_VIDEOS / "decord_corrupted.mp4", bad_dir / "broken.mp4")
+    if SHARED_DATA.is_dir():
+        shutil.copy(SHARED_DATA / "videos" / "decord_corrupted.mp4", bad_dir / "broken.mp4")
     else:
         (bad_dir / "broken.mp4").write_bytes(b"not a video at all")
 

@@ -1,15 +1,10 @@
 """Training and detection stages as the CLI runs them, on synthetic features."""
 import json
-from pathlib import Path
 
 import pytest
 
 from wtal.data.synthetic import write_feature_dataset
 from wtal.pipeline.cli import main
-
-THUMOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "annotations" / "thumos14"
-if not THUMOS.is_dir():
-    THUMOS = Path("/work/shared/data/annotations/thumos14")
 
 SMALL = ["--set", "hidden=32", "--set", "batch_size=8"]
 
@@ -66,9 +61,9 @@ def test_backtal_trains_with_simulated_clicks(tmp_path, data):
     assert (tmp_path / "r" / "checkpoint.pt").exists()
 
 
-def test_several_click_files_need_an_annotator(tmp_path, data, capsys):
+def test_several_click_files_need_an_annotator(tmp_path, data, capsys, shared_data):
     feat, ann = data
-    files = [str(THUMOS / f"background_clicks_A{i}.csv") for i in (1, 2, 3)]
+    files = [str(shared_data / "annotations" / "thumos14" / f"background_clicks_A{i}.csv") for i in (1, 2, 3)]
     assert train(tmp_path / "r", feat, ann, "--model", "backtal", "--epochs", "1", "--clicks", *files) != 0
     assert "annotator" in capsys.readouterr().err
 

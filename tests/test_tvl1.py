@@ -17,7 +17,9 @@ from wtal.extract.tvl1 import (
     tvl1_flow_torch,
 )
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+from data_paths import SHARED_DATA
+
+VIDEOS = SHARED_DATA / "videos"
 FAST = {**DEFAULT_PARAMS, "nscales": 3, "warps": 1, "inner_iterations": 10, "outer_iterations": 2}
 # (clip, first frame index) of consecutive-frame pairs with visible motion.
 PAIRS = [("mmaction2_demo.mp4", 10), ("activitynet_v_GGSY1Qvo990.mp4", 30), ("mmaction2_test.avi", 5)]
