@@ -18,7 +18,7 @@ from helpers import assert_beats_trivial, tiny_batch, tiny_items
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """One torch thread: faster than two on the shared 2-core host (DESIGN section 3)."""
+    """One torch thread: faster than two on the shared 2-core host (as measured on it)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

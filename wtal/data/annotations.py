@@ -75,7 +75,7 @@ class AnnotationSet:
         return videos
 
     def default_subsets(self) -> tuple[str, str]:
-        """(train, eval) subsets following DESIGN section 2.
+        """(train, eval) subsets: the defaults of `wtal train` / `wtal evaluate` (README "Commands").
 
         train is the first of training, train, validation, val present; eval is `validation`
         when train is `training`, otherwise `test`.

@@ -1,6 +1,6 @@
 """The ActivityNet temporal detection metric: tIoU, greedy matching, interpolated AP and mAP.
 
-Conventions (DESIGN section 6):
+Conventions (README "Evaluation"):
 
 - tIoU is computed on continuous seconds without the +1 of frame-index formulas; a pair whose
   union is empty (two zero-length segments) has tIoU 0.

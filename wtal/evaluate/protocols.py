@@ -1,13 +1,13 @@
 """Evaluation protocols: the units segments are compared in, and THUMOS14 conventions.
 
-- `activitynet` (default): continuous seconds, DESIGN section 6.
+- `activitynet` (default): continuous seconds, the rules of `wtal.evaluate.metrics` (README "Evaluation").
 - `wtalc`: the THUMOS14 evaluation of W-TALC and the methods built on its code. Ground truth,
   predictions and Ambiguous segments are converted to snippet indices, `round(seconds * 25/16)`
   (16-frame snippets at 25 fps; Python's round, i.e. half to even, as in that code), and tIoU is
   computed on the index ranges [start, end) as sets (so an index range shorter than one snippet
   is empty and never matches). Predictions whose index range overlaps an Ambiguous segment of
   their video are removed before ranking, so `ambiguous` is required. Matching and AP follow
-  DESIGN section 6 (best-tIoU greedy, interpolated AP); the original W-TALC script instead
+  `wtal.evaluate.metrics` (best-tIoU greedy, interpolated AP); the original W-TALC script instead
   takes the first ground truth in list order above the threshold, and its first version used
   non-interpolated AP, so its numbers can differ slightly.
 

@@ -179,7 +179,7 @@ def evaluate_files(
 ) -> EvaluationReport:
     """Evaluate a detections file against an annotation file or folder (`wtal evaluate`).
 
-    `subset` defaults to the evaluation subset of DESIGN section 2. `exclude_thumos14` adds
+    `subset` defaults to the evaluation subset (`AnnotationSet.default_subsets`). `exclude_thumos14` adds
     THUMOS14_EXCLUDED to `exclude`. The `wtalc` protocol needs Ambiguous segments: without
     `ambiguous_path` it uses `Ambiguous_test.txt` next to the annotations, else fails.
     """

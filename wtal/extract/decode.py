@@ -38,7 +38,7 @@ import numpy as np
 
 from wtal.errors import SettingsError, WtalError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
 
@@ -195,7 +195,7 @@ def _scan(path, fps) -> _Timeline:
     if rate is None:
         raise _error(path, "unknown frame rate")
     if any(p is None for p in raw) or time_base is None:
-        logger.warning("%s: packets without timestamps; using frame index / %s fps", path, rate)
+        log.warning("%s: packets without timestamps; using frame index / %s fps", path, rate)
         pts, time_base = list(range(len(raw))), 1 / rate
     else:
         pts = sorted(raw)
@@ -230,12 +230,12 @@ def _open_decord(tl: _Timeline, strict: bool):
     except Exception as exc:  # decord raises its own DECORDError and plain RuntimeErrors
         if strict:
             raise _error(tl.path, "decord cannot open the file", exc) from exc
-        logger.info("%s: decord cannot open it (%s); using PyAV", tl.path, exc)
+        log.info("%s: decord cannot open it (%s); using PyAV", tl.path, exc)
         return None
     if count != len(tl.pts):
         if strict:
             raise _error(tl.path, f"decord counts {count} frames but the stream has {len(tl.pts)} packets")
-        logger.info("%s: decord counts %d frames, PyAV %d; using PyAV", tl.path, count, len(tl.pts))
+        log.info("%s: decord counts %d frames, PyAV %d; using PyAV", tl.path, count, len(tl.pts))
         return None
     return reader, extra
 
@@ -295,7 +295,7 @@ def _pyav_chunks(tl: _Timeline, start: int, short_side: int, chunk_size: int) ->
     if k < total:
         if last is None:
             raise _error(tl.path, "no decodable video frames")
-        logger.warning("%s: decoded %d frames but the stream has %d packets; repeating the last",
+        log.warning("%s: decoded %d frames but the stream has %d packets; repeating the last",
                        tl.path, index + 1, len(tl.pts))
         img = _resize(_rotate(last.to_ndarray(format="rgb24"), tl.rotation), short_side)
         while k < total:
@@ -351,7 +351,7 @@ def _frames(tl: _Timeline, short_side: int, chunk_size: int, backend: str) -> It
             except Exception as exc:  # decord raises DECORDError / RuntimeError on bad data
                 if backend == "decord":
                     raise _error(tl.path, f"decord failed after {done} frames", exc) from exc
-                logger.warning("%s: decord failed after %d frames (%s); continuing with PyAV",
+                log.warning("%s: decord failed after %d frames (%s); continuing with PyAV",
                                tl.path, done, re.sub(r"\s+", " ", str(exc))[:200])
                 break
             done += len(chunk)

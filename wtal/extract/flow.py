@@ -8,15 +8,11 @@ flow in pixels, x component first, frame t paired with t + 1. Library code leave
 """
 from __future__ import annotations
 
-import logging
-
 import cv2
 import numpy as np
 
 from ..errors import SettingsError, UnavailableError
 from .presets import PRESETS
-
-logger = logging.getLogger(__name__)
 
 BACKENDS = ("opencv-cpu", "opencv-cuda", "torch")
 

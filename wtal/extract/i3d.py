@@ -7,7 +7,7 @@ Download them yourself and pass their paths to `load_i3d` (`wtal extract --i3d-r
 --i3d-flow PATH`); wtal never downloads weights. Without a checkpoint, `load_i3d` builds a
 randomly initialised network so the pipeline still runs, but its features are untrained.
 
-Conventions honoured (DESIGN.md section 3): BatchNorm eps 1e-3, convolutions without bias
+Conventions honoured (those of the public checkpoints): BatchNorm eps 1e-3, convolutions without bias
 except the logits, TensorFlow "SAME" padding computed from each input's size with the odd
 extra pad at the end, and a final average pool that is exactly the reference 2x7x7 pool over
 Mixed_5c for 16x224x224 snippets while smaller crops still give one 1024-d vector per clip.

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..device import resolve_device
 from .presets import PRESETS
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = PRESETS["default"]
 
@@ -406,7 +406,7 @@ def _call_compiled(mode: str, fn, fallback, *args):
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - torch.compile's errors have no common base class
-            logger.warning("TV-L1 mode %r failed (%s: %s); using eager PyTorch ops", mode,
+            log.warning("TV-L1 mode %r failed (%s: %s); using eager PyTorch ops", mode,
                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             _BROKEN.add(mode)
     return fallback(*args)
@@ -563,7 +563,7 @@ def tvl1_batches(frames: torch.Tensor, params: dict | None = None, batch_size: i
         stop = min(start + step, pairs)
         levels = _pyramid(frames[start:stop + 1], sizes, float(p["scale_step"]))
         yield _flow([lv[:-1] for lv in levels], [lv[1:] for lv in levels], sizes, p, check_every, mode)
-        logger.debug("TV-L1 pairs %d-%d of %d done on %s", start, stop, pairs, frames.device)
+        log.debug("TV-L1 pairs %d-%d of %d done on %s", start, stop, pairs, frames.device)
 
 
 def tvl1_flow_torch(

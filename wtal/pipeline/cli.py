@@ -1,4 +1,4 @@
-"""`wtal` command line (DESIGN.md section 2).
+"""`wtal` command line (README "Commands").
 
 Heavy modules (torch, ray, cv2) are imported inside the commands that need them, so
 `wtal evaluate` and `wtal cache ls` start fast. Every command ends with a one-line error and a
