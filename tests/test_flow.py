@@ -97,9 +97,9 @@ def test_flow_to_input_quantized():
         flow_to_input(raw, bound=0)
 
 
-def test_resolve_backend_without_probing_follows_the_device_name(monkeypatch):
-    """A driver on a CPU-only node resolves the workers' backend by name, asking nothing of CUDA
-    or OpenCV (the probes below would fail)."""
+def test_resolve_backend_without_probing_asks_nothing(monkeypatch):
+    """A driver on a CPU-only node resolves the workers' backend asking nothing of CUDA or OpenCV
+    (the probes below would fail)."""
     import wtal.device
 
     def no_probe(*args):
@@ -109,13 +109,13 @@ def test_resolve_backend_without_probing_follows_the_device_name(monkeypatch):
     monkeypatch.setattr(flow_mod, "_opencv_cuda_available", no_probe)
     assert resolve_backend("auto", "cuda", probe=False) == "torch"
     assert resolve_backend("auto", "cuda:1", probe=False) == "torch"
-    assert resolve_backend("auto", "cpu", probe=False) == "opencv-cpu"
+    assert resolve_backend("auto", "cpu", probe=False) == "torch"
     assert resolve_backend("opencv-cuda", "cuda", probe=False) == "opencv-cuda"
 
 
 def test_resolve_backend_choices():
     assert BACKENDS == ("opencv-cpu", "opencv-cuda", "torch")
-    assert resolve_backend("auto", "cpu") == "opencv-cpu"
+    assert resolve_backend("auto", "cpu") == "torch"
     assert resolve_backend("opencv-cpu", "cuda") == "opencv-cpu"
     assert resolve_backend("torch", "cpu") == "torch"
     with pytest.raises(ValueError) as info:
@@ -161,12 +161,18 @@ def test_torch_backend_missing_module(frames, monkeypatch):
         compute_flow(frames, backend="torch")
 
 
-def test_auto_backend_follows_device():
+def test_auto_backend_is_torch_on_every_device():
+    """auto is wtal's batched torch TV-L1 on CPUs too (the faster backend there), and the cache
+    key records the resolved backend, so auto and an explicit `torch` share entries."""
     torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        assert resolve_backend("auto", "cuda") == "torch"
-        assert resolve_backend("auto", "auto") == "torch"
-    else:
-        assert resolve_backend("auto", "auto") == "opencv-cpu"
+    from wtal.device import resolve_device
+    from wtal.extract.features import ExtractSettings
+
+    for device in ("cpu", "cuda", "auto"):
+        assert resolve_backend("auto", device) == "torch"
+    assert ExtractSettings(flow="auto").key_fields("cpu")["flow"] == "torch"
+    assert ExtractSettings(flow="auto").key_fields("cpu") == ExtractSettings(flow="torch").key_fields("cpu")
+    assert ExtractSettings(flow="opencv-cpu").key_fields("cpu")["flow"] == "opencv-cpu"
+    if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA"):
-            resolve_backend("auto", "cuda")
+            resolve_device("cuda")

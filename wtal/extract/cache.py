@@ -8,32 +8,49 @@ Layout of a cache directory::
                              sha256 of the .npy, settings, source path
     manifest.json            {"videos": {video_id: key}}: what the last extraction of each video
                              produced; readers and `gc` follow it
+    hashes.jsonl             memo of video content hashes, one JSON line per hashed file:
+                             {path, size, mtime_ns, inode, sha256}
+    .lock                    the cache's file lock
 
 A key is the hash of the video's bytes and of every setting that changes its features, so
-re-running with other settings computes new entries and leaves the old ones for `gc`. Entries are
-written by workers (temporary file + rename, features before record: a record with status ok
-always has its array); only the driver rewrites the manifest, under a file lock.
+re-running with other settings computes new entries and leaves the old ones for `gc`. A video's
+hash is remembered by (path, size, mtime in ns, inode): a re-run over an unchanged folder reads
+no video bytes, and any change of those four recomputes it.
+
+Several extractions may share one cache at once (two cluster jobs on overlapping folders): every
+file is written atomically (temporary file + rename), an entry's features are renamed into place
+before its record (a record with status ok always has its array), and publishing an entry, the
+manifest's read-modify-write and appends to the hash memo happen under one `filelock` lock, so
+the first finished copy of an entry wins and a failure never replaces a finished entry.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from wtal.errors import WtalError
+from .._io import atomic_write, sha256_file, write_json_atomic
+from ..errors import WtalError
 
 MARKER = "wtal-cache.json"
 FORMAT = "wtal-cache-v1"
+HASHES = "hashes.jsonl"
+LOCK_TIMEOUT_S = 600.0
+# A file modified this recently may change again within the same mtime tick without its stat
+# changing, so its hash is returned but not remembered.
+RACY_MTIME_NS = 2_000_000_000
+_HASH_FIELDS = {"path": str, "size": int, "mtime_ns": int, "inode": int, "sha256": str}
 
 
 class CacheError(WtalError, ValueError):
@@ -44,15 +61,6 @@ def is_cache(path: str | os.PathLike) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def entry_key(content_hash: str, settings: dict[str, Any]) -> str:
     """The key of one video's features under `settings` (JSON-serialisable, order-free)."""
     blob = json.dumps({"video": content_hash, "settings": settings}, sort_keys=True)
@@ -60,24 +68,7 @@ def entry_key(content_hash: str, settings: dict[str, Any]) -> str:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 class FeatureCache:
@@ -85,10 +76,11 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike, create: bool = False):
         self.root = Path(root)
+        self._hashes: dict[tuple, str] | None = None
         if create:
             (self.root / "entries").mkdir(parents=True, exist_ok=True)
             if not is_cache(self.root):
-                _atomic_write_json(self.root / MARKER, {"format": FORMAT})
+                write_json_atomic(self.root / MARKER, {"format": FORMAT}, sort_keys=True)
         if not is_cache(self.root):
             raise CacheError(f"{self.root}: not a wtal cache (no {MARKER})")
         marker = json.loads((self.root / MARKER).read_text())
@@ -117,38 +109,116 @@ class FeatureCache:
         return bool(record and record.get("status") == "ok" and self.entry_path(key).exists())
 
     def put(self, key: str, video_id: str, features: np.ndarray, settings: dict[str, Any], source: str) -> dict[str, Any]:
-        """Store features atomically, then their record; returns the record."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        path = self.entry_path(key)
-        _atomic_write_bytes(path, lambda f: np.save(f, features))
+        """Store features atomically, then their record; returns the entry's record.
+
+        When another process finished the same entry first, its copy is kept and its record returned.
+        """
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(features, dtype=np.float32))
+        data = buffer.getvalue()
         record = {
             "video_id": video_id, "key": key, "status": "ok", "reason": "", "created": now_iso(),
-            "shape": list(features.shape), "sha256": file_sha256(path), "settings": settings, "source": source,
+            "shape": list(np.shape(features)), "sha256": hashlib.sha256(data).hexdigest(), "settings": settings,
+            "source": source,
         }
-        _atomic_write_json(self.record_path(key), record)
+        with self._locked():
+            if self.has_ok(key):
+                return self.read_record(key) or record
+            atomic_write(self.entry_path(key), data)
+            write_json_atomic(self.record_path(key), record, sort_keys=True)
         return record
 
     def put_failure(self, key: str, video_id: str, reason: str, settings: dict[str, Any], source: str) -> dict[str, Any]:
-        """Record that a video failed (no array); a later run retries it."""
+        """Record that a video failed (no array); a later run retries it. A finished entry is kept."""
         record = {
             "video_id": video_id, "key": key, "status": "failed", "reason": reason.splitlines()[0] if reason else "",
             "created": now_iso(), "shape": None, "settings": settings, "source": source,
         }
-        _atomic_write_json(self.record_path(key), record)
+        with self._locked():
+            if self.has_ok(key):
+                return self.read_record(key) or record
+            write_json_atomic(self.record_path(key), record, sort_keys=True)
         return record
 
     def load(self, key: str) -> np.ndarray:
         return np.load(self.entry_path(key), allow_pickle=False)
 
+    # ------------------------------------------------------------- video hashes
+    def content_hash(self, path: str | os.PathLike) -> str:
+        """sha256 of a video's bytes, remembered in hashes.jsonl by (path, size, mtime_ns, inode).
+
+        A file whose stat changed while it was read, or that was modified in the last
+        `RACY_MTIME_NS`, is hashed but not remembered (it may still be being written).
+        """
+        real = os.path.realpath(path)
+        before = os.stat(real)
+        ident = (real, before.st_size, before.st_mtime_ns, before.st_ino)
+        memo = self._hash_memo()
+        if ident in memo:
+            return memo[ident]
+        digest = sha256_file(real)
+        after = os.stat(real)
+        settled = time.time_ns() - after.st_mtime_ns > RACY_MTIME_NS
+        if settled and (after.st_size, after.st_mtime_ns, after.st_ino) == ident[1:]:
+            line = json.dumps({"path": real, "size": ident[1], "mtime_ns": ident[2], "inode": ident[3], "sha256": digest})
+            with self._locked(), open(self.root / HASHES, "a+b") as f:
+                cut_short = False
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    cut_short = f.read(1) != b"\n"  # a crash mid-line: that line stays on its own
+                f.write((b"\n" if cut_short else b"") + line.encode() + b"\n")
+            memo[ident] = digest
+        return digest
+
+    def _hash_memo(self) -> dict[tuple, str]:
+        """The remembered hashes, read once per FeatureCache; unreadable lines are skipped."""
+        if self._hashes is None:
+            self._hashes = {}
+            for row in self._hash_rows():
+                self._hashes[(row["path"], row["size"], row["mtime_ns"], row["inode"])] = row["sha256"]
+        return self._hashes
+
+    def _hash_rows(self) -> Iterator[dict[str, Any]]:
+        path = self.root / HASHES
+        if not path.exists():
+            return
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and all(isinstance(row.get(k), t) for k, t in _HASH_FIELDS.items()):
+                    yield row
+
+    def _compact_hashes(self) -> None:
+        """Keep the memo's lines that still describe a file as it is now (caller holds the lock)."""
+        keep: dict[str, str] = {}
+        for row in self._hash_rows():
+            try:
+                st = os.stat(row["path"])
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == (row["size"], row["mtime_ns"], row["inode"]):
+                keep[row["path"]] = json.dumps(row)
+        if (self.root / HASHES).exists():
+            atomic_write(self.root / HASHES, "".join(line + "\n" for line in keep.values()))
+        self._hashes = None
+
     # ----------------------------------------------------------------- manifest
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.root / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        """The cache's inter-process lock (a `filelock` lock file in the cache folder)."""
+        lock = FileLock(self.root / ".lock", timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise CacheError(f"{self.root / '.lock'}: still locked after {LOCK_TIMEOUT_S:.0f} s "
+                             "(another wtal process holds it)") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _read_manifest(self) -> dict[str, Any]:
         path = self.root / "manifest.json"
@@ -175,7 +245,7 @@ class FeatureCache:
             manifest = self._read_manifest()
             manifest["videos"].update(mapping)
             manifest["updated"] = now_iso()
-            _atomic_write_json(self.root / "manifest.json", manifest)
+            write_json_atomic(self.root / "manifest.json", manifest, sort_keys=True)
 
     def snippet_seconds(self) -> float | None:
         """Snippet length recorded in the entries' settings (frames / fps), if consistent."""
@@ -215,12 +285,12 @@ class FeatureCache:
             if not path.exists():
                 problems.append(f"{vid}: {path}: features missing")
                 continue
-            if file_sha256(path) != record.get("sha256"):
+            if sha256_file(path) != record.get("sha256"):
                 problems.append(f"{vid}: {path}: checksum differs from record field 'sha256'")
                 continue
             try:
                 shape = list(np.load(path, mmap_mode="r", allow_pickle=False).shape)
-            except Exception as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 problems.append(f"{vid}: {path}: unreadable ({exc})")
                 continue
             if shape != record.get("shape"):
@@ -245,7 +315,8 @@ class FeatureCache:
         return len(current)
 
     def gc(self, dry_run: bool = False) -> tuple[int, int]:
-        """Remove entries and temporary files no longer referenced by the manifest.
+        """Remove entries and temporary files no longer referenced by the manifest, and drop the
+        hash memo's lines of files that are gone or changed.
 
         Returns (files removed, bytes freed).
         """
@@ -263,4 +334,6 @@ class FeatureCache:
                 removed += 1
                 if not dry_run:
                     path.unlink()
+            if not dry_run:
+                self._compact_hashes()
         return removed, freed

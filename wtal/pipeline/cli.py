@@ -8,6 +8,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import sys
@@ -48,6 +49,8 @@ def _extract_settings(args):
 def _report_extract(summary, cache: str) -> int:
     print(f"extracted {summary.done}, skipped {summary.skipped} already cached, failed {len(summary.failed)} "
           f"of {summary.total} videos into {cache} ({summary.frames} frames, {summary.fps:.1f} frames/s)")
+    if nodes := collections.Counter(r["node"][:8] for r in summary.records if r.get("node")):
+        print("videos per Ray node: " + ", ".join(f"{node} {count}" for node, count in sorted(nodes.items())))
     for record in summary.failed:
         print(f"  failed {record['video_id']}: {record['reason']}", file=sys.stderr)
     if summary.failed:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..extract.cache import FeatureCache, entry_key, file_sha256
+from ..extract.cache import FeatureCache, entry_key
 from ..extract.features import Extractor, ExtractSettings
 from ..progress import Hook, report
 from . import PipelineError
@@ -186,7 +186,7 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     key_fields = settings.key_fields("cuda" if use_gpu else "cpu")
     keys, todo = {}, []
     for vid, path in videos.items():
-        keys[vid] = entry_key(file_sha256(path), key_fields)
+        keys[vid] = entry_key(cache.content_hash(path), key_fields)
         if not cache.has_ok(keys[vid]):
             todo.append(vid)
     skipped = len(videos) - len(todo)
