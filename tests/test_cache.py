@@ -113,6 +113,8 @@ def test_first_finished_entry_wins_and_a_failure_never_replaces_it(tmp_path):
     # a second process finishing the same entry later keeps the first copy
     assert cache.put("k", "v", second, {"s": 1}, "/v.mp4") == record
     assert cache.put_failure("k", "v", "killed", {"s": 1}, "/v.mp4") == record
+    # another video with the same bytes gets the stored entry under its own name
+    assert cache.put("k", "copy", second, {"s": 1}, "/copy.mp4") == {**record, "video_id": "copy", "source": "/copy.mp4"}
     np.testing.assert_array_equal(cache.load("k"), first)
     assert cache.read_record("k") == record
     cache.update_manifest({"v": "k"})

@@ -111,7 +111,8 @@ class FeatureCache:
     def put(self, key: str, video_id: str, features: np.ndarray, settings: dict[str, Any], source: str) -> dict[str, Any]:
         """Store features atomically, then their record; returns the entry's record.
 
-        When another process finished the same entry first, its copy is kept and its record returned.
+        When another process (or a video with the same bytes) finished the entry first, its copy is
+        kept and its record returned, naming this video.
         """
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(features, dtype=np.float32))
@@ -123,7 +124,7 @@ class FeatureCache:
         }
         with self._locked():
             if self.has_ok(key):
-                return self.read_record(key) or record
+                return self._stored_for(key, video_id, source, record)
             atomic_write(self.entry_path(key), data)
             write_json_atomic(self.record_path(key), record, sort_keys=True)
         return record
@@ -136,9 +137,13 @@ class FeatureCache:
         }
         with self._locked():
             if self.has_ok(key):
-                return self.read_record(key) or record
+                return self._stored_for(key, video_id, source, record)
             write_json_atomic(self.record_path(key), record, sort_keys=True)
         return record
+
+    def _stored_for(self, key: str, video_id: str, source: str, fallback: dict[str, Any]) -> dict[str, Any]:
+        """The stored record of `key`, as the record of `video_id` (content-addressed: ids may differ)."""
+        return {**(self.read_record(key) or fallback), "video_id": video_id, "source": source}
 
     def load(self, key: str) -> np.ndarray:
         return np.load(self.entry_path(key), allow_pickle=False)
