@@ -1,6 +1,7 @@
 """The feature cache at scale: remembered video hashes, concurrent writers, two concurrent runs."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,8 +18,7 @@ from wtal.extract.features import ExtractSettings
 from wtal.pipeline.extraction import extract_videos
 
 SETTINGS = ExtractSettings(crop_size=56, flow="opencv-cpu", flow_preset="fast")
-CLI_SETTINGS = ["--crop-size", "56", "--flow", "opencv-cpu", "--flow-preset", "fast", "--device", "cpu",
-                "--workers", "1"]
+CLI_SETTINGS = ["--crop-size", "56", "--flow", "opencv-cpu", "--flow-preset", "fast", "--device", "cpu"]
 PAST = time.time() - 3600  # older than the racy window, so hashes are remembered
 
 
@@ -156,8 +156,11 @@ def test_concurrent_processes_lose_no_manifest_update(tmp_path):
 # ------------------------------------------------- two `wtal extract` runs at the same time
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """Two `wtal extract` processes started together on one cache, over folders sharing two of
-    their three videos (hard links, as two jobs over the same shared storage)."""
+    """Two `wtal extract` processes started together on one cache and one Ray cluster (two jobs of
+    two users), over folders sharing two of their three videos (hard links: the same files on
+    shared storage). Both see an empty cache at their start, so both compute the shared videos."""
+    from ray.cluster_utils import Cluster
+
     root = tmp_path_factory.mktemp("concurrent")
     video_dir, _ = make_video_dataset(root, num_train=3, num_test=1, duration=(1.0, 1.4), size=(64, 86), seed=5)
     videos = sorted(video_dir.glob("*.mp4"))
@@ -170,10 +173,15 @@ def two_runs(tmp_path_factory):
             os.link(v, folder / v.name)
     cache = root / "cache"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    procs = [subprocess.Popen([sys.executable, "-m", "wtal.pipeline.cli", "extract", str(folder), "--cache", str(cache),
-                               *CLI_SETTINGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for folder in folders]
-    outputs = [p.communicate(timeout=600) for p in procs]
+    nodes = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "wtal.pipeline.cli", "extract", str(folder), "--cache",
+                                   str(cache), "--ray-address", nodes.address, *CLI_SETTINGS],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for folder in folders]
+        outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        nodes.shutdown()
     return folders, videos, cache, [(p.returncode, *out) for p, out in zip(procs, outputs)]
 
 
@@ -182,7 +190,8 @@ def test_two_concurrent_runs_on_overlapping_folders(two_runs):
     folders, videos, cache, results = two_runs
     for rc, out, err in results:
         assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err[-3000:]}"
-        assert "failed 0 of 3 videos" in out
+        counts = re.search(r"extracted (\d+), skipped (\d+) already cached, failed 0 of 3 videos", out)
+        assert counts and int(counts[1]) + int(counts[2]) == 3, out
     ids = sorted(v.stem for v in videos)
     manifest = json.loads((cache / "manifest.json").read_text())["videos"]
     assert sorted(manifest) == ids
