@@ -36,7 +36,7 @@ _tiny_items = partial(tiny_items, dim=48)
 
 
 def _fill_bank(model, batch):
-    model.on_epoch_end(model.warmup - 1, [batch])
+    model.on_epoch_end(model.warmup, [batch])
     assert bool(model.bank_filled)
 
 
@@ -155,7 +155,7 @@ def test_padding_a_video_leaves_its_outputs_unchanged(with_memory):
     for key, value in out_a.items():
         other = out_b[key][:, :12] if value.dim() >= 2 and value.shape[1] == 12 else out_b[key]
         assert torch.allclose(value, other, atol=1e-5), key
-    epoch = 1 if with_memory else 0
+    epoch = 2 if with_memory else 0
     la, lb = model.compute_losses(single, epoch), model.compute_losses(padded, epoch)
     for key in la:
         assert torch.allclose(la[key], lb[key], atol=1e-5), key
@@ -185,17 +185,19 @@ def test_memory_used_only_after_warmup_and_saved_in_state():
     assert not bool(model.bank_filled) and model.bank.abs().sum() == 0
     before = model.compute_losses(batch, epoch=5)  # warm-up over but bank empty: no memory branch
     assert torch.allclose(before["total"], model.compute_losses(batch, epoch=0)["total"])
-    model.on_epoch_end(2, [batch])
+    model.on_epoch_end(2, [batch])  # the official code fills at the end of epoch index warmup
+    assert not bool(model.bank_filled)
+    model.on_epoch_end(3, [batch])
     assert bool(model.bank_filled) and (model.bank_scores > 0).sum(1).tolist() == [5, 5, 0]  # classes 0, 1 labelled
-    assert torch.allclose(model.compute_losses(batch, epoch=2)["total"], before["total"])
-    after = model.compute_losses(batch, epoch=3)
+    assert torch.allclose(model.compute_losses(batch, epoch=3)["total"], before["total"])
+    after = model.compute_losses(batch, epoch=4)
     assert not torch.allclose(after["total"], before["total"])
     assert after["cls_ca"] > before["cls_ca"]  # adds 0.5 x the inter-video branch's CE
     state = model.state_dict()
     assert {"bank", "bank_scores", "bank_filled"} <= set(state)
     opt = model.make_optimizers({"lr": 1e-3, "weight_decay": 0.0})
     old = model.bank.clone()
-    model.fit_step(batch, opt, epoch=3)
+    model.fit_step(batch, opt, epoch=4)
     assert not torch.equal(model.bank, old)
 
 
@@ -205,11 +207,11 @@ def test_each_loss_term_is_nonzero_and_decreases_when_optimised(key):
     batch = collate(items, 64, None, torch.device("cpu"))
     torch.manual_seed(0)
     model = RSKP(48, 3, dropout=0.0, warmup=1)
-    model.on_epoch_end(0, [batch])  # memory branch on: its terms are part of cls_ca and cls_mil
+    model.on_epoch_end(1, [batch])  # memory branch on: its terms are part of cls_ca and cls_mil
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     values = []
     for _ in range(20):
-        loss = model.compute_losses(batch, epoch=1)[key]
+        loss = model.compute_losses(batch, epoch=2)[key]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -272,3 +274,98 @@ def test_checkpoint_reload_gives_identical_detections(tmp_path):
     a, _ = detect_videos(model, items, test_cfg, classes, 0.64, torch.device("cpu"))
     b, _ = detect_videos(loaded, items, payload["test_config"], classes, 0.64, torch.device("cpu"))
     assert a == b and sum(len(v) for v in a.values()) > 0
+
+
+def test_kd_weight_halves_once_the_memory_branch_runs():
+    torch.manual_seed(0)
+    model = RSKP(20, 3, warmup=0, dropout=0.0)
+    batch = _batch([10, 15], 20, 3, seed=7)
+    warm = model.compute_losses(batch, epoch=0)
+    assert torch.allclose(warm["total"], warm["cls"] + 1.0 * warm["kd"] + 0.1 * warm["att"])
+    _fill_bank(model, batch)
+    mem = model.compute_losses(batch, epoch=1)  # official processor.py: lambda_s = 0.5 after the warm-up
+    assert mem["cls_ca"] > warm["cls_ca"]
+    assert torch.allclose(mem["total"], mem["cls"] + 0.5 * mem["kd"] + 0.1 * mem["att"])
+    paper = RSKP(20, 3, warmup=0, dropout=0.0, kd_weight_memory=1.0)
+    paper.load_state_dict(model.state_dict())
+    assert torch.allclose(paper.compute_losses(batch, epoch=1)["total"], mem["cls"] + mem["kd"] + 0.1 * mem["att"])
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_step_gradient_is_the_sum_of_the_videos_gradients(with_memory):
+    """The official code backpropagates each video and steps every 10: the batch gradient is the
+    SUM of the per-video gradients (batch_loss="sum"), the mean's x B."""
+    torch.manual_seed(0)
+    D, C = 20, 3
+    batch = _batch([9, 14, 6], D, C, seed=4)
+    model = RSKP(D, C, warmup=0, dropout=0.0)
+    if with_memory:
+        _fill_bank(model, batch)
+    epoch = 1 if with_memory else 0
+    ref = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for b, n in enumerate([9, 14, 6]):
+        single = {"features": batch["features"][b:b + 1, :n], "mask": batch["mask"][b:b + 1, :n],
+                  "labels": batch["labels"][b:b + 1]}
+        model.zero_grad()
+        model.compute_losses(single, epoch)["total"].backward()
+        for name, p in model.named_parameters():
+            ref[name] += p.grad
+    mean = RSKP(D, C, warmup=0, dropout=0.0, batch_loss="mean")
+    mean.load_state_dict(model.state_dict())  # before the step updates the bank
+    opt = {"main": torch.optim.SGD(model.parameters(), lr=0.0)}
+    model.fit_step(batch, opt, epoch)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref[name], atol=1e-5, rtol=1e-4), name
+    mean.fit_step(batch, {"main": torch.optim.SGD(mean.parameters(), lr=0.0)}, epoch)
+    assert torch.allclose(mean.centres.grad * 3, ref["centres"], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="batch_loss"):
+        RSKP(D, C, batch_loss="average")
+
+
+def test_bank_filled_from_full_length_videos_whatever_max_len():
+    import copy
+
+    items, _ = _tiny_items(n=6)
+    assert min(len(it.features) for it in items) > 8
+    torch.manual_seed(0)
+    model = RSKP(48, 3, warmup=0)
+    cfg = {"lr": 1e-3, "weight_decay": 5e-4, "batch_size": 3, "epochs": 1, "max_len": 8}
+    train_localizer(model, items, cfg, torch.device("cpu"), seed=0)
+    assert bool(model.bank_filled)
+    ref = copy.deepcopy(model).eval()
+    ref.bank.zero_()
+    ref.bank_scores.zero_()
+    with torch.no_grad():
+        for it in items:  # one whole video at a time, as the official ft_eval
+            out = ref(torch.from_numpy(it.features).float()[None])
+            ref.update_bank(out["bases"], out["base_scores"], torch.from_numpy(it.labels).float()[None])
+    assert torch.equal(model.bank_scores, ref.bank_scores) and torch.equal(model.bank, ref.bank)
+    assert (model.bank_scores > 0).any()
+
+
+def test_bases_init_xavier_by_default_orthogonal_as_the_paper():
+    torch.manual_seed(0)
+    bound = (6 / (8 + 48)) ** 0.5  # xavier-uniform bound of an (8, 48) matrix
+    default = RSKP(48, 3).bases.detach()
+    assert default.abs().max() <= bound and not torch.allclose(default @ default.t(), torch.eye(8), atol=1e-3)
+    ortho = RSKP(48, 3, bases_init="orthogonal").bases.detach()
+    assert torch.allclose(ortho @ ortho.t(), torch.eye(8), atol=1e-5)
+
+
+def test_official_post_processing_defaults_hand_worked():
+    """End extended by one snippet (inside the inner mean), runs shorter than 2 dropped, NMS by the
+    lower-scored segment's length (+1 snippet), no cap: the official getActLoc / NMS."""
+    from wtal.postprocess.proposals import cas_detections
+
+    cfg = {**RSKP.test_defaults, "cas_thresholds": (0.1, 0.5, 0.2)}  # thresholds 0.1, 0.3
+    assert (cfg["end_extension"], cfg["min_run_length"], cfg["nms_overlap"], cfg["max_detections"]) == (
+        1, 2, "over_lower", None)
+    cas = np.array([0, .2, .8, .8, .8, .8, .8, .8, .2, 0, .5, 0, .6, .6, 0, 0], dtype=np.float64)[:, None]
+    got = [(p.start, p.end, round(p.score, 6)) for p in cas_detections(cas, np.array([0.9]), cfg)]
+    # thr 0.1: runs [1, 9) -> [1, 10): inner 5.2 / 9, pad round(2.5) = 2: outer cas[0], cas[10:12] = 0.5 / 3
+    #          [10, 11): one snippet, dropped; [12, 14) -> [12, 15): inner 1.2 / 3, pad 1: cas[11], cas[15] = 0
+    # thr 0.3: runs [2, 8) -> [2, 9): inner 5 / 7, pad 2: cas[0:2], cas[9:11] = 0.7 / 4; [12, 14) again
+    # NMS: [2, 9) 0.539 keeps; [1, 10) 0.411 overlaps (7 + 1) / (9 + 1) = 0.8 > 0.5 of its own
+    # length: suppressed (tIoU would keep it: 7 / 9 = 0.78 > 0.5 too, so also check the nested pair);
+    # [12, 15) 0.4 twice: the second overlaps 4 / 4: suppressed
+    assert got == [(2.0, 9.0, round(5 / 7 - 0.7 / 4, 6)), (12.0, 15.0, 0.4)]

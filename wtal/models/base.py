@@ -134,6 +134,9 @@ class Localizer(nn.Module):
         opt.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def on_train_begin(self, items) -> None:
+        """Hook before the first epoch with the training VideoItems (full length, unsampled)."""
+
     def on_epoch_end(self, epoch: int, loader) -> None:
         """Hook after each training epoch (memory banks, schedules)."""
 

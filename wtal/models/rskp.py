@@ -3,11 +3,12 @@
 "Weakly Supervised Temporal Action Localization via Representative Snippet Knowledge
 Propagation". Snippet features are embedded (Linear D->E, ReLU, dropout 0.6; E = D by default)
 and summarised per video into K = 8 representative snippets mu by expectation-maximisation
-attention: learned bases (orthogonal init), 2 iterations of
+attention: learned bases mu(0), 2 iterations of (Eq. 2, 3)
 
     Z = softmax_K(5 * cos(x_t, mu_k)),   mu = Norm1(Z)^T x      (Norm1: columns sum to 1 over time)
 
-The representatives are propagated back to the snippets by a bipartite random walk, in closed form
+The representatives are propagated back to the snippets by a bipartite random walk (Eq. 4-5),
+in closed form (Eq. 6)
 
     F* = (1 - w) (I - w^2 Z Norm1(Z)^T)^-1 (w Z mu + F),   w = 0.5,
 
@@ -22,22 +23,52 @@ a_t = sigmoid(20 cos(x_t, fg)); the CA video score classifies the attention-pool
 (target: labels, background 0); the MIL (class-wise attention) score classifies, per class, the
 feature pooled by sigmoid(class score) (target: labels, background 1).
 
-Memory bank: 5 representatives per class, ranked by their softmax class score; filled from the
-training videos (eval mode) at the end of warm-up epoch `warmup`, then used and updated
-(per labelled class, keep the 5 best of bank + this video's representatives) at every step.
+Memory bank: 5 representatives per class, ranked by their softmax class score; filled (eval
+mode, one whole training video at a time, whatever `max_len` sampled for training) at the end of
+epoch index `warmup` and used from epoch index `warmup + 1` on, as the official `processor.py`
+does (101 warm-up epochs, 99 with memory at the defaults); then updated at every step (per
+labelled class, keep the 5 best of bank + this video's representatives).
 
-Loss (lambda from the paper / public code):
+Loss (paper Eq. 8, weights from the paper / official code), per video:
 
-    L = L_cls + 1.0 L_kd + 0.1 L_att
+    L = L_cls + alpha L_kd + 0.1 L_att,  alpha = 1.0 in the warm-up, `kd_weight_memory` = 0.5 once
+        the memory branch runs (official processor.py sets lambda_s = 0.5 when it fills the bank;
+        the paper's constant alpha = 1.0 is `kd_weight_memory=1.0`)
     L_cls = sum over branches o, m (and 0.5 x r after warm-up) of CE(CA) + 0.2 CE(MIL)
-    L_kd  = CE(softmax(teacher / 0.2), log_softmax(o_frame / 0.2)) per snippet,
+    L_kd  = CE(softmax(teacher / 0.2), log_softmax(o_frame / 0.2)) per snippet (Eq. 7),
             teacher = m_frame (0.8 m_frame + 0.2 r_frame after warm-up), detached
     L_att = mean of the k lowest - mean of the k highest attention of branch o, k = T // 8
 
+A step takes the SUM of its 10 videos' losses (`batch_loss="sum"`): the official code
+backpropagates each video and steps every 10 without dividing, so with Adam's coupled L2 a mean
+would make the weight decay 5e-4 effectively 10x stronger; `batch_loss="mean"` is the
+alternative. mu(0) is xavier-uniform as in the official `main_branch.py`; the paper's (semi)
+orthogonal init (Sec. 3.2) is `bases_init="orthogonal"`.
+
 Test: video score 0.6 o_CA + 0.4 m_CA; CAS = (0.6 softmax(o_frame) + 0.4 softmax(m_frame)) * a_o;
-class threshold 0.1, CAS thresholds 0.001:0.04 step 0.002, OIC inner - outer (0.25 per side,
-class score weight 0), NMS 0.5. Padded snippets are masked out of EM, the random walk (zero
-affinity), every pooling and every loss.
+class threshold 0.1 (kept when >= 0.1), CAS thresholds 0.001:0.04 step 0.002 (strict >), OIC
+inner - outer (0.25 per side, class score weight 0). Post-processing as the official
+`getActLoc` / `NonMaximumSuppression` (shared conventions of `wtal.postprocess.proposals`):
+each run is extended by one snippet at the end, that snippet inside the inner mean
+(`end_extension=1`), runs shorter than 2 snippets are dropped (`min_run_length=2`), NMS 0.5 per
+video and class by the intersection over the lower-scored segment's length with one snippet
+added (`nms_overlap="over_lower"`), no cap on detections. Padded snippets are masked out of EM,
+the random walk (zero affinity), every pooling and every loss.
+
+Deliberate differences from the official code:
+- model selection: the official code tests on the test set every 5 epochs and its README picks
+  the best of those checkpoints; wtal scores the last epoch (or a validation split of the
+  training videos), so expect the last epoch to land somewhat below the paper's table.
+- OIC outer bands: wtal's shared `oic_score` takes max(1, round(0.25 L)) snippets per side of
+  the extended run; the official ones are about ceil(0.25 L) before and floor(0.25 L) after the
+  run, clipped one snippet short of the video's end (scores change slightly, not the runs).
+- the bank takes a step's representatives after the Adam step, the official code after each
+  video's backward pass (the same memory within a step, except when two videos of one step
+  share a class).
+
+To compare with the paper's THUMOS14 table, evaluate on the W-TALC protocol with the Ambiguous
+segments filtered, as the official evaluation does, and keep every test video:
+`wtal evaluate --protocol wtalc --ambiguous Ambiguous_test.txt` (no `--exclude-thumos14`).
 """
 from __future__ import annotations
 
@@ -46,6 +77,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS
 from .base import Inference, Localizer, masked_mean, register, topk_count, topk_mean, video_label_loss
 
@@ -104,27 +136,42 @@ class RSKP(Localizer):
         "test_sampling": "native",
         "test_len": 750,
         **POSTPROCESS_DEFAULTS,
+        # the official getActLoc / NonMaximumSuppression (module docstring, "Post-processing")
+        "end_extension": 1,
+        "min_run_length": 2,
+        "nms_overlap": "over_lower",
     }
+    BATCH_LOSSES = ("sum", "mean")
+    BASES_INITS = ("xavier", "orthogonal")
 
     def __init__(self, feature_dim: int, num_classes: int, embed_dim: int | None = None, dropout: float = 0.6,
                  scale: float = 20.0, num_bases: int = 8, em_iters: int = 2, em_temperature: float = 5.0,
                  walk_weight: float = 0.5, bank_size: int = 5, warmup: int = 100, mil_weight: float = 0.2,
                  memory_cls_weight: float = 0.5, memory_mix: float = 0.2, kd_weight: float = 1.0,
-                 kd_temperature: float = 0.2, att_weight: float = 0.1, topk_fraction: float = 0.125,
-                 fusion_weight: float = 0.6):
+                 kd_weight_memory: float = 0.5, kd_temperature: float = 0.2, att_weight: float = 0.1,
+                 topk_fraction: float = 0.125, fusion_weight: float = 0.6, batch_loss: str = "sum",
+                 bases_init: str = "xavier"):
         super().__init__(feature_dim, num_classes)
+        if batch_loss not in self.BATCH_LOSSES:
+            raise SettingsError(f"rskp: batch_loss={batch_loss!r}: choose one of {', '.join(self.BATCH_LOSSES)}")
+        if bases_init not in self.BASES_INITS:
+            raise SettingsError(f"rskp: bases_init={bases_init!r}: choose one of {', '.join(self.BASES_INITS)}")
         self.embed_dim, self.dropout, self.scale = embed_dim, dropout, scale
         self.num_bases, self.em_iters, self.em_temperature = num_bases, em_iters, em_temperature
         self.walk_weight, self.bank_size, self.warmup = walk_weight, bank_size, warmup
         self.mil_weight, self.memory_cls_weight, self.memory_mix = mil_weight, memory_cls_weight, memory_mix
-        self.kd_weight, self.kd_temperature, self.att_weight = kd_weight, kd_temperature, att_weight
+        self.kd_weight, self.kd_weight_memory = kd_weight, kd_weight_memory
+        self.kd_temperature, self.att_weight = kd_temperature, att_weight
         self.topk_fraction, self.fusion_weight = topk_fraction, fusion_weight
+        self.batch_loss, self.bases_init = batch_loss, bases_init
+        self._fill_items: list | None = None
         dim = embed_dim or feature_dim
         linear = nn.Linear(feature_dim, dim)
         nn.init.xavier_uniform_(linear.weight)
         nn.init.zeros_(linear.bias)
         self.embedding = nn.Sequential(linear, nn.ReLU(), nn.Dropout(dropout))
-        self.bases = nn.Parameter(nn.init.orthogonal_(torch.empty(num_bases, dim)))
+        init = nn.init.xavier_uniform_ if bases_init == "xavier" else nn.init.orthogonal_
+        self.bases = nn.Parameter(init(torch.empty(num_bases, dim)))
         self.centres = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_classes + 1, dim)))
         self.foreground = nn.Parameter(-self.centres.detach()[-1:].clone())
         self.register_buffer("bank", torch.zeros(num_classes, bank_size, dim))
@@ -180,8 +227,8 @@ class RSKP(Localizer):
                 self.bank_scores[c] = all_scores[order]
 
     def memory_active(self, epoch: int) -> bool:
-        """The inter-video branch runs once the warm-up is over and the bank has been filled."""
-        return epoch >= self.warmup and bool(self.bank_filled)
+        """The inter-video branch runs from epoch index warmup + 1, once the bank has been filled."""
+        return epoch > self.warmup and bool(self.bank_filled)
 
     # ------------------------------------------------------------------ model
     def forward(self, features, mask=None, memory: tuple[torch.Tensor, torch.Tensor] | None = None):
@@ -213,8 +260,10 @@ class RSKP(Localizer):
         if memory is not None:
             has = memory[1].any(1)
             if has.any():
-                cls_ca = cls_ca + self.memory_cls_weight * video_label_loss(out["r_ca_probs"][has], fg[has], probs=True)
-                cls_mil = cls_mil + self.memory_cls_weight * video_label_loss(out["r_mil_probs"][has], bg[has], probs=True)
+                # per-video mean over the whole batch (videos without bank entries add 0)
+                share = self.memory_cls_weight * has.sum() / len(has)
+                cls_ca = cls_ca + share * video_label_loss(out["r_ca_probs"][has], fg[has], probs=True)
+                cls_mil = cls_mil + share * video_label_loss(out["r_mil_probs"][has], bg[has], probs=True)
             mixed = (1 - self.memory_mix) * teacher + self.memory_mix * out["r_frame_logits"]
             teacher = torch.where(has.view(-1, 1, 1), mixed, teacher)
         cls = cls_ca + self.mil_weight * cls_mil
@@ -224,12 +273,14 @@ class RSKP(Localizer):
         k = topk_count(mask, feats.shape[1], self.topk_fraction, len(feats), feats.device)
         att = out["o_attention"].unsqueeze(-1)
         att_loss = (-topk_mean(-att, k, mask) - topk_mean(att, k, mask)).mean()
-        total = cls + self.kd_weight * kd + self.att_weight * att_loss
+        kd_weight = self.kd_weight if memory is None else self.kd_weight_memory
+        total = cls + kd_weight * kd + self.att_weight * att_loss
         losses = {"total": total, "cls": cls, "cls_ca": cls_ca, "cls_mil": cls_mil, "kd": kd, "att": att_loss}
         return losses, out, memory is not None
 
     def compute_losses(self, batch, epoch):
-        """L_cls (CA + 0.2 MIL over the branches), L_kd, L_att and their weighted total."""
+        """L_cls (CA + 0.2 MIL over the branches), L_kd, L_att and their weighted total, each the
+        mean over the batch's videos."""
         return self._losses_and_outputs(batch, epoch)[0]
 
     def make_optimizers(self, cfg):
@@ -238,27 +289,45 @@ class RSKP(Localizer):
                                          weight_decay=cfg["weight_decay"])}
 
     def fit_step(self, batch, optimizers, epoch):
-        """One Adam step; after the warm-up the bank takes this batch's representatives."""
+        """One Adam step on the sum (`batch_loss="sum"`, the official accumulation over 10
+        videos) or the mean of the videos' losses; after the warm-up the bank takes this
+        batch's representatives."""
         losses, out, used_memory = self._losses_and_outputs(batch, epoch)
         opt = optimizers["main"]
         opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
+        scale = len(batch["labels"]) if self.batch_loss == "sum" else 1
+        (losses["total"] * scale).backward()
         opt.step()
         if used_memory:
             self.update_bank(out["bases"].detach(), out["base_scores"].detach(), batch["labels"])
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def on_train_begin(self, items) -> None:
+        """Keep the training videos: the bank is filled from their full-length features."""
+        self._fill_items = list(items)
+
     @torch.no_grad()
     def on_epoch_end(self, epoch, loader):
-        """Fill the memory bank from the epoch's videos (eval mode) when the warm-up ends."""
-        if bool(self.bank_filled) or epoch + 1 < self.warmup:
+        """Fill the memory bank (eval mode) at the end of epoch index `warmup`: from the training
+        videos given to `on_train_begin`, one whole video at a time whatever `max_len` sampled
+        (as the official `ft_eval`), else from the epoch's batches."""
+        if bool(self.bank_filled) or epoch < self.warmup:
             return
         was_training = self.training
         self.eval()
-        for batch in loader:
+        device = self.bank.device
+        if self._fill_items is not None:
+            batches = ({"features": torch.as_tensor(np.asarray(it.features, dtype=np.float32), device=device)[None],
+                        "mask": torch.ones(1, len(it.features), dtype=torch.bool, device=device),
+                        "labels": torch.as_tensor(np.asarray(it.labels, dtype=np.float32), device=device)[None]}
+                       for it in self._fill_items)
+        else:
+            batches = iter(loader)
+        for batch in batches:
             out = self(batch["features"], batch["mask"])
             self.update_bank(out["bases"], out["base_scores"], batch["labels"])
         self.bank_filled.fill_(True)
+        self._fill_items = None
         self.train(was_training)
 
     @torch.no_grad()

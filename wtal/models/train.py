@@ -124,6 +124,7 @@ def train_localizer(
     rng = np.random.default_rng(seed)
     model.to(device).train()
     optimizers = model.make_optimizers(cfg)
+    model.on_train_begin(items)
     # step decay: every optimizer's learning rate x lr_decay_factor at each epoch of lr_decay_epochs
     milestones = sorted(int(e) for e in cfg.get("lr_decay_epochs", ()))
     schedulers = [torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=float(cfg.get("lr_decay_factor", 0.1)))
