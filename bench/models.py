@@ -26,7 +26,7 @@ above 0.5 at tIoU 0.1, below 0.25 at 0.7).
 
     python bench/models.py --quick                 # development: minutes on 2 cores
     python bench/models.py                         # full: 200 + 200 videos, 2048-d, paper widths
-    python bench/models.py --scale 0.5 --stream-dim 256 --width-div 4 --epoch-fraction 0.25
+    python bench/models.py --scale 0.25 --width-div 16  # ranks: paper learning rates need 2048-d input
     python bench/models.py --features F --annotations A.json [--clicks C.json]  # files on disk
 """
 from __future__ import annotations
