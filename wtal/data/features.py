@@ -447,7 +447,7 @@ def open_features(path: str | Path, snippet_seconds: float | None = None, *, all
     path = Path(path)
     if snippet_seconds is not None and not (snippet_seconds > 0 and math.isfinite(snippet_seconds)):
         raise FeatureError(f"snippet_seconds must be a positive number, got {snippet_seconds!r}")
-    from ..extract.cache import FeatureCache, is_cache
+    from .cache import CacheReader, is_cache
 
     source: FeatureSource
     if path.is_file() and path.suffix == ".npy":
@@ -458,7 +458,7 @@ def open_features(path: str | Path, snippet_seconds: float | None = None, *, all
             f"or a W-TALC .npy feature file" + ("" if path.exists() else "; no such file or directory")
         )
     elif is_cache(path):
-        cache = FeatureCache(path)
+        cache = CacheReader(path)
         current = cache.current()
         files = {vid: [cache.entry_path(key)] for vid, key in current.items()}
         # the settings in the entries' keys (everything but the per-video content hash)

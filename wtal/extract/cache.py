@@ -41,24 +41,14 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from .._io import atomic_write, sha256_file, write_json_atomic
-from ..errors import WtalError
+from ..data.cache import FORMAT, MARKER, CacheError, CacheReader, is_cache
 
-MARKER = "wtal-cache.json"
-FORMAT = "wtal-cache-v1"
 HASHES = "hashes.jsonl"
 LOCK_TIMEOUT_S = 600.0
 # A file modified this recently may change again within the same mtime tick without its stat
 # changing, so its hash is returned but not remembered.
 RACY_MTIME_NS = 2_000_000_000
 _HASH_FIELDS = {"path": str, "size": int, "mtime_ns": int, "inode": int, "sha256": str}
-
-
-class CacheError(WtalError, ValueError):
-    """A cache directory or entry that cannot be used; names the file and field."""
-
-
-def is_cache(path: str | os.PathLike) -> bool:
-    return (Path(path) / MARKER).is_file()
 
 
 def entry_key(content_hash: str, settings: dict[str, Any]) -> str:
@@ -71,43 +61,18 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-class FeatureCache:
-    """A feature cache directory (created on first use with `create=True`)."""
+class FeatureCache(CacheReader):
+    """A feature cache directory (created on first use with `create=True`); the format is `wtal.data.cache`."""
 
     def __init__(self, root: str | os.PathLike, create: bool = False):
-        self.root = Path(root)
-        self._hashes: dict[tuple, str] | None = None
         if create:
-            (self.root / "entries").mkdir(parents=True, exist_ok=True)
-            if not is_cache(self.root):
-                write_json_atomic(self.root / MARKER, {"format": FORMAT}, sort_keys=True)
-        if not is_cache(self.root):
-            raise CacheError(f"{self.root}: not a wtal cache (no {MARKER})")
-        marker = json.loads((self.root / MARKER).read_text())
-        if marker.get("format") != FORMAT:
-            raise CacheError(f"{self.root / MARKER}: field 'format' is {marker.get('format')!r}, expected {FORMAT!r}")
+            (Path(root) / "entries").mkdir(parents=True, exist_ok=True)
+            if not is_cache(root):
+                write_json_atomic(Path(root) / MARKER, {"format": FORMAT}, sort_keys=True)
+        super().__init__(root)
+        self._hashes: dict[tuple, str] | None = None
 
     # ------------------------------------------------------------------ entries
-    def entry_path(self, key: str) -> Path:
-        return self.root / "entries" / f"{key}.npy"
-
-    def record_path(self, key: str) -> Path:
-        return self.root / "entries" / f"{key}.json"
-
-    def read_record(self, key: str) -> dict[str, Any] | None:
-        path = self.record_path(key)
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
-
-    def has_ok(self, key: str) -> bool:
-        """True when `key` holds a finished, successful entry."""
-        record = self.read_record(key)
-        return bool(record and record.get("status") == "ok" and self.entry_path(key).exists())
-
     def put(self, key: str, video_id: str, features: np.ndarray, settings: dict[str, Any], source: str) -> dict[str, Any]:
         """Store features atomically, then their record; returns the entry's record.
 
@@ -225,25 +190,6 @@ class FeatureCache:
         finally:
             lock.release()
 
-    def _read_manifest(self) -> dict[str, Any]:
-        path = self.root / "manifest.json"
-        if not path.exists():
-            return {"videos": {}}
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CacheError(f"{path}: invalid JSON ({exc.msg})") from None
-        if not isinstance(manifest.get("videos"), dict):
-            raise CacheError(f"{path}: field 'videos' must be an object")
-        return manifest
-
-    def current(self, include_failed: bool = False) -> dict[str, str]:
-        """video_id -> key of the latest extraction of each video (successful ones by default)."""
-        videos = self._read_manifest()["videos"]
-        if include_failed:
-            return dict(videos)
-        return {vid: key for vid, key in videos.items() if self.has_ok(key)}
-
     def update_manifest(self, mapping: dict[str, str]) -> None:
         """Point each video id at its newest key (read-modify-write under the lock)."""
         with self._locked():
@@ -251,18 +197,6 @@ class FeatureCache:
             manifest["videos"].update(mapping)
             manifest["updated"] = now_iso()
             write_json_atomic(self.root / "manifest.json", manifest, sort_keys=True)
-
-    def snippet_seconds(self) -> float | None:
-        """Snippet length recorded in the entries' settings (frames / fps), if consistent."""
-        values = set()
-        for key in self.current().values():
-            record = self.read_record(key) or {}
-            s = record.get("settings", {})
-            if "fps" in s and "snippet_frames" in s:
-                values.add(s["snippet_frames"] / s["fps"])
-        if len(values) > 1:
-            raise CacheError(f"{self.root}: entries mix snippet lengths {sorted(values)}; export them separately")
-        return values.pop() if values else None
 
     # ---------------------------------------------------------------- commands
     def records(self) -> list[dict[str, Any]]:
