@@ -7,10 +7,11 @@ labels are weak and localisation is not trivial: the whole-video baseline scores
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from wtal._io import write_json_atomic
 
 from .features import DEFAULT_SNIPPET_SECONDS
 
@@ -81,7 +82,7 @@ def write_feature_dataset(out_dir: str | Path, **kwargs) -> tuple[Path, Path]:
     for vid, x in features.items():
         np.save(feat_dir / f"{vid}.npy", x)
     seconds = kwargs.get("snippet_seconds", DEFAULT_SNIPPET_SECONDS)
-    (feat_dir / "meta.json").write_text(json.dumps({"snippet_seconds": seconds, "fps": 25}))
+    write_json_atomic(feat_dir / "meta.json", {"snippet_seconds": seconds, "fps": 25}, indent=None)
     ann_path = out_dir / "annotations.json"
-    ann_path.write_text(json.dumps(annotations, indent=1))
+    write_json_atomic(ann_path, annotations)
     return feat_dir, ann_path

@@ -10,11 +10,12 @@ Videos are written with PyAV (MPEG-4 Part 2 in .mp4, an encoder every FFmpeg bui
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from wtal._io import write_json_atomic
 
 CLASSES = ("slide", "bounce", "spin", "pulse")
 
@@ -116,5 +117,5 @@ def make_video_dataset(out_dir: str | Path, num_classes: int = 3, num_train: int
                 "annotations": [{"label": label, "segment": [s, e]} for label, s, e in segments],
             }
     ann_path = out_dir / "annotations.json"
-    ann_path.write_text(json.dumps({"version": "wtal-synthetic-videos", "database": database}, indent=1))
+    write_json_atomic(ann_path, {"version": "wtal-synthetic-videos", "database": database})
     return video_dir, ann_path
