@@ -111,7 +111,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import WtalError
+from ..errors import SettingsError, WtalError
 from ..postprocess.proposals import (
     POSTPROCESS_DEFAULTS,
     Proposal,
@@ -300,7 +300,7 @@ class CleanNet(Localizer):
         self.anchor_scp_threshold, self.anchor_sap_threshold = anchor_scp_threshold, anchor_sap_threshold
         self.reg_margin, self.cls_epochs = reg_margin, cls_epochs
         if not self.anchors or min(self.anchors) <= 0:
-            raise ValueError(f"anchors must be positive widths in snippets, got {self.anchors}")
+            raise SettingsError(f"anchors must be positive widths in snippets, got {self.anchors}")
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(feature_dim, 2 * num_classes)  # Eq. (2)
         self.attention = nn.Linear(feature_dim, 1)  # Eq. (3)

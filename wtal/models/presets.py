@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import SettingsError
+
 PRESET_NAMES = ("thumos14", "activitynet12", "activitynet13")
 DEFAULT_PRESET = "thumos14"
 NOT_PUBLISHED = "not published"
@@ -267,7 +269,7 @@ NOTES: dict[tuple[str, str], list[str]] = {
 
 def _check(model: str, preset: str) -> dict[str, tuple[Any, str]]:
     if preset not in PRESET_NAMES:
-        raise ValueError(f"--preset {preset}: choose one of {', '.join(PRESET_NAMES)}")
+        raise SettingsError(f"--preset {preset}: choose one of {', '.join(PRESET_NAMES)}")
     return PRESETS.get(model, {}).get(preset, {})
 
 

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SettingsError
+
 SAMPLING_MODES = ("native", "segments", "interpolate", "perturb", "uniform")
 
 
 def check_mode(mode: str, key: str) -> str:
     """`mode` if it is a sampling mode, else a ValueError naming the setting `key`."""
     if mode not in SAMPLING_MODES:
-        raise ValueError(f"{key}={mode!r}: choose one of {', '.join(SAMPLING_MODES)}")
+        raise SettingsError(f"{key}={mode!r}: choose one of {', '.join(SAMPLING_MODES)}")
     return mode
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SettingsError
 from .nms import NMS_OVERLAPS, nms
 
 POSTPROCESS_DEFAULTS: dict = {
@@ -94,7 +95,7 @@ def oic_score(signal: np.ndarray, start: int, end: int, outer_ratio: float) -> f
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
     value = str(cfg.get(key, POSTPROCESS_DEFAULTS[key]))
     if value not in choices:
-        raise ValueError(f"{key}={value!r}: choose one of {', '.join(choices)}")
+        raise SettingsError(f"{key}={value!r}: choose one of {', '.join(choices)}")
     return value
 
 
@@ -102,7 +103,7 @@ def select_classes(video_scores: np.ndarray, threshold: float, fallback: str = "
     """Indices of the classes whose video score is >= `threshold`; with `fallback="top"` the
     top-scoring class when none passes (DGAM, CleanNet), with "none" no class."""
     if fallback not in CLASS_FALLBACKS:
-        raise ValueError(f"class_fallback={fallback!r}: choose one of {', '.join(CLASS_FALLBACKS)}")
+        raise SettingsError(f"class_fallback={fallback!r}: choose one of {', '.join(CLASS_FALLBACKS)}")
     scores = np.asarray(video_scores, dtype=np.float64).reshape(-1)
     classes = np.flatnonzero(scores >= threshold)
     if classes.size == 0 and fallback == "top" and scores.size:
@@ -127,15 +128,15 @@ def upsample_length(T: int, setting, frames_per_snippet: float | None) -> int:
     text = str(setting).strip()
     if text == "frames":
         if frames_per_snippet is None or not frames_per_snippet > 0:
-            raise ValueError("cas_upsample=frames needs the video's frames per snippet (its time base)")
+            raise SettingsError("cas_upsample=frames needs the video's frames per snippet (its time base)")
         factor = float(frames_per_snippet)
     else:
         try:
             factor = float(text)
         except ValueError:
-            raise ValueError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'") from None
+            raise SettingsError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'") from None
         if not factor >= 1:
-            raise ValueError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'")
+            raise SettingsError(f"cas_upsample={text!r}: expected a factor >= 1 or 'frames'")
     return max(T, round(T * factor))
 
 
@@ -212,7 +213,7 @@ def per_class_nms(proposals: list[Proposal], threshold: float, top_k: int | None
     video's `snippet_seconds`; "over_lower" adds one snippet.
     """
     if overlap not in NMS_OVERLAPS:
-        raise ValueError(f"nms_overlap={overlap!r}: choose one of {', '.join(NMS_OVERLAPS)}")
+        raise SettingsError(f"nms_overlap={overlap!r}: choose one of {', '.join(NMS_OVERLAPS)}")
     if overlap == "tiou_plus_one" and not snippet_seconds:
         raise ValueError("nms_overlap=tiou_plus_one needs the video's seconds per snippet")
     unit = 1.0 / snippet_seconds if overlap == "tiou_plus_one" and snippet_seconds else 1.0
