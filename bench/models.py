@@ -1,6 +1,6 @@
 """Benchmark of every registered localizer on the THUMOS14-like synthetic features, paper settings.
 
-Each model (default: everything `wtal.models.MODEL_MODULES` registers; `--models` to choose) is
+Each model (default: everything `wtal.models` registers; `--models` to choose) is
 trained with its own defaults (the paper's optimiser, learning rate, batch, epochs, sampled
 length, loss weights and test settings) on the same `wtal.data.thumos_like` dataset, once per
 seed, and evaluated on the dataset's test subset after the last epoch of its fixed schedule (no
@@ -47,8 +47,9 @@ from wtal.data.annotations import AnnotationSet, load_annotations
 from wtal.data.thumos_like import ThumosLikeConfig, make_thumos_like
 from wtal.device import resolve_device
 from wtal.evaluate.metrics import evaluate
-from wtal.models import MODEL_MODULES, REGISTRY, get_localizer, split_settings
-from wtal.models.train import VideoItem, detect_videos, seed_everything, train_localizer
+from wtal.models import REGISTRY, get_localizer, split_settings
+from wtal.models.recipe import detect, fit
+from wtal.models.train import VideoItem
 from wtal.postprocess.detections import whole_video_results
 
 BASELINE = "mil"
@@ -77,8 +78,7 @@ FULL = {"scale": 1.0, "stream_dim": 1024, "width_div": 1, "epoch_fraction": 1.0,
 
 
 def registered_models() -> list[str]:
-    """Names registered by the modules in MODEL_MODULES, baseline first."""
-    get_localizer(BASELINE)  # imports every model module
+    """Names registered by `wtal.models`, baseline first."""
     return [BASELINE] + sorted(n for n in REGISTRY if n != BASELINE)
 
 
@@ -121,16 +121,13 @@ def items_of(ann: AnnotationSet, features: dict[str, np.ndarray] | Any, subset: 
 def run_once(name: str, seed: int, sets: dict[str, Any], data: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Train with the model's defaults + `sets`, detect the test subset, evaluate; numbers only."""
     cls = get_localizer(name)
-    hparams, train_cfg, test_cfg = split_settings(cls, sets)
     train_items = data["train_clicks"] if cls.needs_clicks else data["train"]
     wall, cpu = time.perf_counter(), time.process_time()
-    seed_everything(seed)
-    model = cls(train_items[0].features.shape[1], len(data["class_names"]), **hparams)
-    start = time.perf_counter()
-    history = train_localizer(model, train_items, train_cfg, device, seed=seed)
-    train_seconds = time.perf_counter() - start
-    results, inferences = detect_videos(model, data["test"], test_cfg, data["class_names"],
-                                        data["snippet_seconds"], device)
+    run = fit(cls, train_items, data["class_names"], data["snippet_seconds"], sets=sets, seed=seed, device=device)
+    history = run.history
+    train_seconds = time.perf_counter() - wall
+    results, inferences = detect(run.model, data["test"], run.test_config, data["class_names"],
+                                 data["snippet_seconds"], device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     trivial = {it.video_id: whole_video_results(inferences[it.video_id].video_scores, it.duration, data["class_names"])
                for it in data["test"]}
@@ -294,7 +291,7 @@ def main() -> None:
     full = (args.scale, args.stream_dim, args.width_div, args.epoch_fraction, args.max_epochs) == (1.0, 1024, 1, 1.0, None)
     print(f"reduction (same for every model): width-div {args.width_div}, epoch-fraction {args.epoch_fraction}, "
           f"max-epochs {args.max_epochs or 'none'}; {'quick' if args.quick else 'full' if full else 'reduced'} "
-          f"mode; device {device}, torch threads {torch.get_num_threads()}; model modules: {', '.join(MODEL_MODULES)}")
+          f"mode; device {device}, torch threads {torch.get_num_threads()}; registered models: {', '.join(sorted(REGISTRY))}")
     print("per model: settings changed from its defaults (default in parentheses)")
     settings, runs, summary = {}, {}, {}
     for name in names:

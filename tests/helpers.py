@@ -86,7 +86,7 @@ def synthetic_run_fixture(name: str, overrides: dict[str, Any], epochs: int):
 
     @pytest.fixture(scope="module")
     def synthetic_run(tmp_path_factory):
-        from wtal.models.synthetic_check import run_synthetic
+        from wtal.pipeline.synthetic_check import run_synthetic
 
         torch.set_num_threads(1)
         return run_synthetic(name, tmp_path_factory.mktemp(f"{name}_synth"), overrides=overrides, seed=0, epochs=epochs)

@@ -14,7 +14,7 @@ from wtal.models.backtal import BackTAL, BaSNet, affinity_conv1d, local_affinity
 from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.train import detect_videos, train_localizer
 
-from helpers import assert_beats_trivial, assert_short_videos_work, padded_and_alone, tiny_batch, tiny_items
+from helpers import assert_beats_trivial, tiny_batch, tiny_items
 
 SMALL = {"hidden": 32, "filter_hidden": 16}
 SMALL_BACKTAL = {**SMALL, "embed_hidden": 16}
@@ -136,19 +136,7 @@ def test_shapes_losses_and_total(cls):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("cls", [BaSNet, BackTAL])
-def test_padding_does_not_change_outputs(cls):
-    torch.manual_seed(0)
-    model = _small(cls, 16, 4).eval()
-    batch = _batch([6, 11], 16, 4, seed=3)
-    padded, alone = padded_and_alone(model, batch, 6)
-    for key in ("attention", "cas_base", "cas_supp"):
-        assert torch.allclose(padded[key][0, :6], alone[key][0], atol=1e-5), key
-    for key in ("video_logits_base", "video_logits_supp"):
-        assert torch.allclose(padded[key][0], alone[key][0], atol=1e-5), key
-
-
-def test_backtal_tolerates_batches_without_clicks_but_not_epochs():
+def test_backtal_tolerates_batches_without_clicks_but_not_training_sets():
     torch.manual_seed(0)
     model = _small(BackTAL, 8, 3)
     batch = _batch([9, 12], 8, 3, clicks=((),))
@@ -156,16 +144,14 @@ def test_backtal_tolerates_batches_without_clicks_but_not_epochs():
     assert losses["click"].item() == losses["separation"].item() == losses["affinity"].item() == 0.0
     assert losses["total"].item() == pytest.approx(
         (losses["base"] + losses["supp"] + 1e-4 * losses["norm"]).item(), rel=1e-6)
-    model.on_epoch_end(0, [batch, _batch([9, 12], 8, 3)])  # one batch with clicks is enough
+    items, _ = _tiny_items(n=4, dim=8)
+    for it in items[1:]:
+        it.clicks = np.zeros(0, dtype=np.int64)
+    model.check_items(items)  # one video with clicks is enough
     with pytest.raises(ValueError, match="BackTAL needs background clicks"):
-        model.on_epoch_end(0, [batch, batch])
-
-
-@pytest.mark.parametrize("cls", [BaSNet, BackTAL])
-@pytest.mark.parametrize("lengths", [[1], [1, 3]])
-def test_very_short_videos(cls, lengths):
-    torch.manual_seed(0)
-    assert_short_videos_work(_small(cls, 8, 3), _batch(lengths, 8, 3, clicks=((0,),)))
+        model.check_items(items[1:])
+    with pytest.raises(ValueError, match="BackTAL needs background clicks"):  # refused before the first epoch
+        train_localizer(model, items[1:], {**BackTAL.train_defaults, "epochs": 1}, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("cls", [BaSNet, BackTAL])
@@ -201,7 +187,7 @@ def test_training_lowers_losses_and_repeats(cls):
 
 @pytest.fixture(scope="module")
 def synthetic_runs(tmp_path_factory):
-    from wtal.models.synthetic_check import run_synthetic
+    from wtal.pipeline.synthetic_check import run_synthetic
 
     torch.set_num_threads(1)
     runs = {}

@@ -14,8 +14,6 @@ from wtal.models.train import collate, train_localizer
 from helpers import (
     assert_beats_trivial,
     assert_reload_identical,
-    assert_short_videos_work,
-    padded_and_alone,
     synthetic_run_fixture,
     tiny_batch,
     tiny_items,
@@ -80,31 +78,6 @@ def test_shapes_losses_and_total():
     assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
     losses["total"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-def test_padding_does_not_change_outputs():
-    torch.manual_seed(0)
-    model = ECM(16, 4, hidden=24).eval()
-    batch = tiny_batch([5, 11], 16, 4, seed=3)
-    padded, alone = padded_and_alone(model, batch, 5)
-    assert torch.allclose(padded["cas"][0, :5], alone["cas"][0], atol=1e-5)
-    for key in ("video_logits", "post_logits", "background_logits"):
-        assert torch.allclose(padded[key][0], alone[key][0], atol=1e-5), key
-
-
-@pytest.mark.parametrize("lengths", [[1], [2], [1, 3], [2, 9]])
-def test_very_short_videos(lengths):
-    torch.manual_seed(0)
-    assert_short_videos_work(ECM(8, 3, hidden=16), tiny_batch(lengths, 8, 3))
-
-
-@pytest.mark.parametrize("dim", [1, 3, 100])
-def test_any_feature_width(dim):
-    torch.manual_seed(0)
-    model = ECM(dim, 4, hidden=8)
-    losses = model.compute_losses(tiny_batch([6, 10], dim, 4), 0)
-    assert torch.isfinite(losses["total"])
-    assert model.infer(torch.randn(13, dim)).cas.shape == (13, 4)
 
 
 def test_infer_normalises_clipped_cas():

@@ -36,7 +36,7 @@ _tiny_items = partial(tiny_items, dim=48)
 
 
 def _fill_bank(model, batch):
-    model.on_epoch_end(model.warmup, [batch])
+    model.on_epoch_end(model.warmup, lambda: iter([batch]))
     assert bool(model.bank_filled)
 
 
@@ -181,13 +181,13 @@ def test_memory_used_only_after_warmup_and_saved_in_state():
     D, C = 20, 3
     model = RSKP(D, C, warmup=3, dropout=0.0)
     batch = _batch([10, 15], D, C, seed=7)
-    model.on_epoch_end(0, [batch])
+    model.on_epoch_end(0, lambda: iter([batch]))
     assert not bool(model.bank_filled) and model.bank.abs().sum() == 0
     before = model.compute_losses(batch, epoch=5)  # warm-up over but bank empty: no memory branch
     assert torch.allclose(before["total"], model.compute_losses(batch, epoch=0)["total"])
-    model.on_epoch_end(2, [batch])  # the official code fills at the end of epoch index warmup
+    model.on_epoch_end(2, lambda: iter([batch]))  # the official code fills at the end of epoch index warmup
     assert not bool(model.bank_filled)
-    model.on_epoch_end(3, [batch])
+    model.on_epoch_end(3, lambda: iter([batch]))
     assert bool(model.bank_filled) and (model.bank_scores > 0).sum(1).tolist() == [5, 5, 0]  # classes 0, 1 labelled
     assert torch.allclose(model.compute_losses(batch, epoch=3)["total"], before["total"])
     after = model.compute_losses(batch, epoch=4)
@@ -207,7 +207,7 @@ def test_each_loss_term_is_nonzero_and_decreases_when_optimised(key):
     batch = collate(items, 64, None, torch.device("cpu"))
     torch.manual_seed(0)
     model = RSKP(48, 3, dropout=0.0, warmup=1)
-    model.on_epoch_end(1, [batch])  # memory branch on: its terms are part of cls_ca and cls_mil
+    model.on_epoch_end(1, lambda: iter([batch]))  # memory branch on: its terms are part of cls_ca and cls_mil
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     values = []
     for _ in range(20):
@@ -239,7 +239,7 @@ def test_any_feature_width(D, embed):
     torch.manual_seed(0)
     model = RSKP(D, 2, embed_dim=embed, warmup=0)
     batch = _batch([5, 8], D, 2, seed=1)
-    model.on_epoch_end(0, [batch])
+    model.on_epoch_end(0, lambda: iter([batch]))
     losses = model.compute_losses(batch, epoch=1)
     losses["total"].backward()
     assert torch.isfinite(losses["total"]) and model.bases.grad is not None
@@ -250,7 +250,7 @@ def test_any_feature_width(D, embed):
 
 @pytest.mark.slow
 def test_beats_trivial_on_synthetic(tmp_path):
-    from wtal.models.synthetic_check import run_synthetic
+    from wtal.pipeline.synthetic_check import run_synthetic
 
     # 256-d: the paper's cosine scale 20 is meant for wide features (I3D 2048-d); at 64-d the
     # per-snippet cosine noise (about 1/sqrt(D)) times 20 makes the attention spiky

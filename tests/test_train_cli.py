@@ -110,12 +110,71 @@ def test_standardize_keeps_training_statistics_for_detection(tmp_path, data):
     assert got == json.loads(json.dumps(expected))
 
 
-def test_cli_model_choices_are_the_registered_localizers():
-    from wtal.models import REGISTRY, get_localizer
-    from wtal.pipeline.cli import MODELS
+def test_an_unknown_model_is_a_one_line_error_listing_every_registered_one(tmp_path, data, capsys):
+    from wtal.models import REGISTRY
 
-    get_localizer("mil")  # imports every model module
-    assert sorted(MODELS) == sorted(REGISTRY)
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "ecn") != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'ecn'" in err
+    assert sorted(REGISTRY) == ["backtal", "basnet", "cleannet", "dgam", "ecm", "mil", "rskp"]
+    assert all(name in err for name in REGISTRY)
+
+
+def test_wtal_models_lists_every_model_and_one_models_settings(capsys):
+    from wtal.models import REGISTRY, get_localizer
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + len(REGISTRY)  # header + one line per model
+    by_name = {line.split()[0]: line for line in lines[1:]}
+    assert sorted(by_name) == sorted(REGISTRY)
+    assert "clicks" in by_name["backtal"] and "clicks" not in by_name["ecm"] and "TPAMI 2022" in by_name["ecm"]
+    assert main(["models", "ecm"]) == 0
+    out = capsys.readouterr().out
+    ecm = get_localizer("ecm")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    assert len(rows) == len(ecm.hparam_defaults()) + len(ecm.train_defaults) + len(ecm.test_defaults)
+    assert rows["hidden"][1:3] == ["2048", "int"] and rows["epochs"][1:3] == ["150", "int"]
+    assert rows["nms_threshold"][1:3] == ["0.6", "float"]
+    assert out.index("model settings") < out.index("training settings") < out.index("test settings")
+
+
+def test_help_imports_neither_torch_nor_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom wtal.pipeline.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_detect_refuses_a_setting_it_would_ignore(tmp_path, data, capsys):
+    feat, ann = data
+    assert train(tmp_path / "r", feat, ann, "--model", "mil", "--set", "epochs=1", *SMALL) == 0
+    capsys.readouterr()
+    assert main(["detect", "--features", str(feat), "--checkpoint", str(tmp_path / "r"), "--out",
+                 str(tmp_path / "d.json"), "--set", "hidden=8"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "hidden" in err and "model setting" in err and "detect" in err
+    assert not (tmp_path / "d.json").exists()
+    assert main(["detect", "--features", str(feat), "--checkpoint", str(tmp_path / "r"), "--out",
+                 str(tmp_path / "d.json"), "--set", "nms_threshold=0.3"]) == 0
+    assert (tmp_path / "d.json").exists()
+
+
+def test_epochs_option_is_an_alias_of_set_epochs(tmp_path, data, capsys):
+    feat, ann = data
+    assert train(tmp_path / "a", feat, ann, "--model", "mil", "--epochs", "2", *SMALL) == 0
+    assert train(tmp_path / "b", feat, ann, "--model", "mil", "--set", "epochs=2", *SMALL) == 0
+    logs = [json.loads((tmp_path / r / "train_log.json").read_text()) for r in ("a", "b")]
+    assert len(logs[0]["history"]) == len(logs[1]["history"]) == 2
+    assert logs[0]["train_config"]["epochs"] == logs[1]["train_config"]["epochs"] == 2
+    assert logs[0]["history"] == logs[1]["history"]
+    assert train(tmp_path / "c", feat, ann, "--model", "mil", "--epochs", "2", "--set", "epochs=3", *SMALL) != 0
+    assert "disagree" in capsys.readouterr().err
 
 
 def test_every_command_and_option_is_documented_with_its_default():

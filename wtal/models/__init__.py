@@ -1,6 +1,13 @@
-"""Weakly-supervised temporal action localizers behind one `Localizer` interface."""
-from .base import REGISTRY, Inference, Localizer, get_localizer, register, split_settings
+"""Weakly-supervised temporal action localizers behind one `Localizer` interface.
 
-MODEL_MODULES = ("mil", "ecm", "backtal", "rskp", "cleannet", "dgam")
+Importing the package imports every model module, so `REGISTRY` is complete at once.
+"""
+from . import backtal, cleannet, dgam, ecm, mil, rskp  # noqa: F401  (each registers its localizers)
+from .base import REGISTRY, Inference, Localizer, LocalizerError, get_localizer, register
+from .settings import Setting, check_groups, settings, split_settings
 
-__all__ = ["REGISTRY", "Inference", "Localizer", "get_localizer", "register", "split_settings", "MODEL_MODULES"]
+for _cls in REGISTRY.values():
+    check_groups(_cls)
+
+__all__ = ["REGISTRY", "Inference", "Localizer", "LocalizerError", "Setting", "get_localizer", "register", "settings",
+           "split_settings"]

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import operator
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 
 from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
-from .base import Inference, Localizer, register, topk_count, topk_mean, video_label_loss
+from .base import Inference, Localizer, LocalizerError, register, topk_count, topk_mean, video_label_loss
 
 
 def affinity_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, affinity: torch.Tensor) -> torch.Tensor:
@@ -116,6 +117,8 @@ class BaSNet(Localizer):
     """Background suppression network: filter attention, base and suppressed CAS branches."""
 
     name = "basnet"
+    paper = "BaS-Net: background suppression network (Lee et al., AAAI 2020)"
+    setting_help = {"filter_hidden": "hidden width of the filter module", "norm_weight": "weight of the attention L1 norm"}
     conv_bias = True
     # the public code: 1500 iterations of batch 16 on THUMOS14's 200 validation videos
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750,
@@ -134,8 +137,6 @@ class BaSNet(Localizer):
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
                  dropout: float = 0.7, topk_fraction: float = 0.125, norm_weight: float = 1e-4):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.filter_hidden, self.dropout = hidden, filter_hidden, dropout
-        self.topk_fraction, self.norm_weight = topk_fraction, norm_weight
         self.filter_module = nn.Sequential(
             nn.Conv1d(feature_dim, filter_hidden, 1), nn.LeakyReLU(), nn.Conv1d(filter_hidden, 1, 1), nn.Sigmoid()
         )
@@ -205,22 +206,21 @@ class BackTAL(BaSNet):
     """BaS-Net with background-click losses and an affinity-modulated CAS module."""
 
     name = "backtal"
+    paper = "Background-click supervision, BackTAL (Yang et al., TPAMI 2021)"
+    setting_help = {"embed_hidden": "hidden width of the affinity embedding", "embed_dim": "affinity embedding width",
+                    "click_weight": "weight of the frame-level click CE", "separation_weight": "weight of score separation",
+                    "affinity_weight": "weight of the affinity hinge losses", "tau_same": "hinge margin, same kind",
+                    "tau_diff": "hinge margin, action vs background"}
     needs_clicks = True
     conv_bias = False
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
                       "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55}
 
-    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
-                 dropout: float = 0.7, topk_fraction: float = 0.125, norm_weight: float = 1e-4,
-                 embed_hidden: int = 512,
-                 embed_dim: int = 32, click_weight: float = 1.0,
-                 separation_weight: float = 1.0, affinity_weight: float = 0.8, tau_same: float = 0.5,
-                 tau_diff: float = 0.1):
-        super().__init__(feature_dim, num_classes, hidden, filter_hidden, dropout, topk_fraction, norm_weight)
-        self.embed_hidden, self.embed_dim = embed_hidden, embed_dim
-        self.click_weight, self.separation_weight, self.affinity_weight = click_weight, separation_weight, affinity_weight
-        self.tau_same, self.tau_diff = tau_same, tau_diff
+    def __init__(self, feature_dim: int, num_classes: int, embed_hidden: int = 512, embed_dim: int = 32,
+                 click_weight: float = 1.0, separation_weight: float = 1.0, affinity_weight: float = 0.8,
+                 tau_same: float = 0.5, tau_diff: float = 0.1, **basnet: Any):
+        super().__init__(feature_dim, num_classes, **basnet)
         self.embed1 = nn.Conv1d(feature_dim, embed_hidden, 3, padding=1)
         self.embed2 = nn.Conv1d(embed_hidden, embed_dim, 3, padding=1)
 
@@ -283,10 +283,10 @@ class BackTAL(BaSNet):
                            + self.affinity_weight * losses["affinity"])
         return losses
 
-    def on_epoch_end(self, epoch, loader):
-        """Refuse to go on when a whole epoch held no background click (clicks never loaded)."""
-        if not any(bool(batch["background"].any()) for batch in loader):
-            raise SettingsError(
-                f"BackTAL needs background clicks: no training video of epoch {epoch} has one; "
+    def check_items(self, items):
+        """Refuse to train when no training video has a background click (clicks never loaded)."""
+        if not any(len(it.clicks) for it in items):
+            raise LocalizerError(
+                f"BackTAL needs background clicks: none of the {len(items)} training videos has one; "
                 "pass --clicks FILE or create them with wtal clicks simulate"
             )

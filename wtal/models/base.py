@@ -4,44 +4,52 @@ A localizer is an `nn.Module` that maps snippet features (B, T, D) plus a paddin
 named outputs, owns its losses, and turns one video's features into scored proposals. Three
 flat groups of settings, each with the paper's defaults, are declared per method:
 
-- constructor keyword arguments (architecture and loss weights),
+- constructor keyword arguments (architecture and loss weights), recorded automatically on
+  every instance (`hparams()`) and set as attributes of the same name,
 - `train_defaults` (optimiser, batch, epochs, sampled length T),
 - `test_defaults` (class rejection, CAS thresholds, OIC, NMS, and the post-processing
   conventions of `wtal.postprocess.proposals.POSTPROCESS_DEFAULTS`).
 
-`--set key=value` on the command line addresses any of them by name (`split_settings`).
+`--set key=value` on the command line addresses any of them by name (`wtal.models.settings`).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import SettingsError
+from ..errors import SettingsError, WtalError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, Proposal, cas_detections
 
 REGISTRY: dict[str, type["Localizer"]] = {}
+_NOT_HPARAMS = ("self", "feature_dim", "num_classes")
+
+
+class LocalizerError(WtalError, ValueError):
+    """Training input that a localizer cannot learn from (one line for the user)."""
 
 
 def register(cls: type["Localizer"]) -> type["Localizer"]:
-    """Class decorator adding a localizer to the registry under `cls.name`."""
+    """Class decorator adding a localizer to the registry under `cls.name`; an empty or
+    already registered name is a bug of the model module."""
+    if not cls.name:
+        raise TypeError(f"{cls.__module__}.{cls.__qualname__}: a registered localizer needs a non-empty `name`")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        other = REGISTRY[cls.name]
+        raise TypeError(f"model name {cls.name!r} is registered twice: {other.__module__}.{other.__qualname__} "
+                        f"and {cls.__module__}.{cls.__qualname__}")
     REGISTRY[cls.name] = cls
     return cls
 
 
 def get_localizer(name: str) -> type["Localizer"]:
-    """The localizer class registered as `name` (imports the model modules on first use)."""
-    import importlib
-
-    from . import MODEL_MODULES
-
-    for module in MODEL_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
+    """The localizer class registered as `name` (`wtal.models` imports every model module)."""
     if name not in REGISTRY:
         raise SettingsError(f"unknown model {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
@@ -61,16 +69,47 @@ class Inference:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+Batch = dict[str, Any]  # features, mask, labels, background, lengths, video_ids (see wtal.models.train.collate)
+
+
+def _recording(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a localizer's `__init__` so the outermost call records its bound keyword arguments."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "_hparams" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            recorded: dict[str, Any] = {}
+            for key, value in bound.arguments.items():
+                kind = signature.parameters[key].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    recorded.update(value)
+                elif kind is not inspect.Parameter.VAR_POSITIONAL and key not in _NOT_HPARAMS:
+                    recorded[key] = value
+            object.__setattr__(self, "_hparams", recorded)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
 class Localizer(nn.Module):
     """Base class of every weakly-supervised temporal action localizer.
 
-    Subclasses set `name`, `train_defaults`, `test_defaults`, implement `forward`,
+    Subclasses set `name` (and `paper`), `train_defaults`, `test_defaults`, implement `forward`,
     `compute_losses` and `infer`, and may override `detect` (for proposal schemes other than
-    thresholding the CAS), `make_optimizers` and `fit_step` (for alternating schedules).
+    thresholding the CAS), `make_optimizers` and `fit_step` (for alternating schedules),
+    `check_items` (pre-flight checks of the training videos) and `on_epoch_end`. Constructor
+    keyword arguments need no copying: they are recorded and set as attributes before the
+    subclass's own `__init__` body runs past `super().__init__(feature_dim, num_classes)`.
+    `setting_help` gives a short description of a setting for `wtal models NAME`.
     """
 
     name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
     needs_clicks: ClassVar[bool] = False
+    setting_help: ClassVar[dict[str, str]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {
         "lr": 1e-4,
         "weight_decay": 5e-4,
@@ -92,31 +131,46 @@ class Localizer(nn.Module):
         **POSTPROCESS_DEFAULTS,
     }
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
     def __init__(self, feature_dim: int, num_classes: int):
         super().__init__()
         self.feature_dim = feature_dim
         self.num_classes = num_classes
+        for key, value in self.hparams().items():
+            setattr(self, key, value)
 
     # ----------------------------------------------------------------- settings
     @classmethod
     def hparam_defaults(cls) -> dict[str, Any]:
-        """Constructor keyword arguments (besides feature_dim, num_classes) and their defaults."""
-        params = inspect.signature(cls.__init__).parameters
-        return {
-            k: p.default
-            for k, p in params.items()
-            if k not in ("self", "feature_dim", "num_classes") and p.default is not inspect.Parameter.empty
-        }
+        """Constructor keyword arguments (besides feature_dim, num_classes) and their defaults.
+
+        A subclass whose `__init__` takes `**kwargs` inherits the rest from its parents.
+        """
+        defaults: dict[str, Any] = {}
+        for klass in cls.__mro__:
+            if klass is Localizer or not issubclass(klass, Localizer) or "__init__" not in klass.__dict__:
+                continue
+            params = inspect.signature(klass.__dict__["__init__"]).parameters
+            for key, p in params.items():
+                if key not in _NOT_HPARAMS and p.default is not inspect.Parameter.empty:
+                    defaults.setdefault(key, p.default)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                break
+        return defaults
 
     def hparams(self) -> dict[str, Any]:
         """The constructor arguments this instance was built with (saved in checkpoints)."""
-        return {k: getattr(self, k) for k in self.hparam_defaults()}
+        return {**self.hparam_defaults(), **self.__dict__.get("_hparams", {})}
 
     # ----------------------------------------------------------------- training
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def compute_losses(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+    def compute_losses(self, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         """Named loss terms for one batch; must include "total"."""
         raise NotImplementedError
 
@@ -124,8 +178,7 @@ class Localizer(nn.Module):
         """One Adam over all parameters (methods with alternating schedules override)."""
         return {"main": torch.optim.Adam(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])}
 
-    def fit_step(self, batch: dict[str, torch.Tensor], optimizers: dict[str, torch.optim.Optimizer],
-                 epoch: int) -> dict[str, float]:
+    def fit_step(self, batch: Batch, optimizers: dict[str, torch.optim.Optimizer], epoch: int) -> dict[str, float]:
         """One optimisation step; returns the loss terms as floats."""
         losses = self.compute_losses(batch, epoch)
         opt = optimizers["main"]
@@ -137,8 +190,13 @@ class Localizer(nn.Module):
     def on_train_begin(self, items) -> None:
         """Hook before the first epoch with the training VideoItems (full length, unsampled)."""
 
-    def on_epoch_end(self, epoch: int, loader) -> None:
-        """Hook after each training epoch (memory banks, schedules)."""
+    def check_items(self, items: list[Any]) -> None:
+        """Refuse training videos this method cannot learn from, before the first epoch
+        (`items` are `wtal.models.train.VideoItem`s); raise `LocalizerError`."""
+
+    def on_epoch_end(self, epoch: int, batches: Callable[[], Iterator[Batch]]) -> None:
+        """Hook after each training epoch (memory banks, schedules); `batches()` collates the
+        epoch's batches again, one at a time, on the model's device."""
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()
@@ -151,51 +209,6 @@ class Localizer(nn.Module):
         """Scored proposals in snippet units for one video, after per-class NMS (`cas_detections`)."""
         inference = self.infer(features)
         return cas_detections(inference.cas, inference.video_scores, cfg), inference
-
-
-# --------------------------------------------------------------------------- settings
-def _coerce(key: str, text: str, default: Any) -> Any:
-    """Parse `text` to the type of `default` (bool, int, float, str or tuple of numbers)."""
-    try:
-        if isinstance(default, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, (tuple, list)):
-            return tuple(float(p) for p in text.replace(":", ",").split(",") if p)
-        if default is None:
-            try:
-                return float(text) if "." in text or "e" in text else int(text)
-            except ValueError:
-                return text
-        return type(default)(text)
-    except ValueError:
-        raise SettingsError(f"--set {key}={text}: expected a value like {default!r}") from None
-
-
-def split_settings(cls: type[Localizer], overrides: dict[str, str] | None) -> tuple[dict, dict, dict]:
-    """Merge `--set` overrides into (hparams, train config, test config) of `cls`.
-
-    Unknown keys are an error listing every valid name.
-    """
-    hparams = cls.hparam_defaults()
-    train = dict(cls.train_defaults)
-    test = dict(cls.test_defaults)
-    for key, value in (overrides or {}).items():
-        for group in (hparams, train, test):
-            if key in group:
-                group[key] = _coerce(key, value, group[key]) if isinstance(value, str) else value
-                break
-        else:
-            valid = sorted(set(hparams) | set(train) | set(test))
-            raise SettingsError(f"--set {key}: not a setting of {cls.name}; valid: {', '.join(valid)}")
-    return hparams, train, test
 
 
 # ----------------------------------------------------------------------- shared pieces

@@ -269,6 +269,7 @@ def covered_snippets(starts: torch.Tensor, ends: torch.Tensor, keep: torch.Tenso
 class CleanNet(Localizer):
     anchor_widths: torch.Tensor  # buffer (register_buffer in __init__)
     name = "cleannet"
+    paper = "Contrast-based evaluation networks, CleanNet (Liu et al., ICCV 2019)"
     train_defaults = {
         "cls_lr": 1e-4,
         "lr": 1e-4,

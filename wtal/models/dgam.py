@@ -149,6 +149,13 @@ def upsample(x: np.ndarray, scale: int) -> np.ndarray:
 @register
 class DGAM(Localizer):
     name = "dgam"
+    paper = "Generative attention modeling, DGAM (Shi et al., CVPR 2020)"
+    setting_help = {"two_stream": "split the features into rgb and flow halves", "attention_hidden": "attention head width",
+                    "latent_dim": "CVAE latent width", "cvae_hidden": "CVAE hidden width",
+                    "prior_scale": "prior mean scale lambda", "kl_weight": "CVAE KL weight beta",
+                    "fg_weight": "weight of L_fg", "bg_weight": "weight of L_bg", "guide_weight": "weight of the guide loss",
+                    "guide_sigma": "sigma of the TCAM smoothing", "recon_weights": "reconstruction weight per stream",
+                    "warmup_epochs": "epochs of the reconstruction warm-up", "cvae_steps": "CVAE steps per batch"}
     train_defaults = {
         "lr": 1e-3,
         "weight_decay": 1e-4,
@@ -179,13 +186,9 @@ class DGAM(Localizer):
     def __init__(self, feature_dim: int, num_classes: int, two_stream: bool = True, attention_hidden: int = 256,
                  latent_dim: int = 128, cvae_hidden: int = 128, prior_scale: float = 1.0, kl_weight: float = 0.1,
                  fg_weight: float = 1.0, bg_weight: float = 0.03, guide_weight: float = 0.1, guide_sigma: float = 1.0,
-                 recon_weights: tuple = (0.5, 0.3), warmup_epochs: int = 300, cvae_steps: int = 1):
+                 recon_weights: tuple[float, ...] = (0.5, 0.3), warmup_epochs: int = 300, cvae_steps: int = 1):
         super().__init__(feature_dim, num_classes)
-        self.two_stream, self.attention_hidden = two_stream, attention_hidden
-        self.latent_dim, self.cvae_hidden = latent_dim, cvae_hidden
-        self.prior_scale, self.kl_weight = prior_scale, kl_weight
-        self.fg_weight, self.bg_weight, self.guide_weight, self.guide_sigma = fg_weight, bg_weight, guide_weight, guide_sigma
-        self.recon_weights, self.warmup_epochs, self.cvae_steps = tuple(recon_weights), warmup_epochs, cvae_steps
+        self.recon_weights = tuple(recon_weights)
         if two_stream and feature_dim % 2 == 0 and feature_dim >= 2:
             half = feature_dim // 2
             self.slices = [(0, half), (half, feature_dim)]

@@ -70,6 +70,10 @@ class ECM(Localizer):
     """Pre- and post-classification streams sharing an encoder and a classifier."""
 
     name = "ecm"
+    paper = "Equivalent Classification Mapping (Zhao et al., TPAMI 2022)"
+    setting_help = {"folds": "interleaved temporal folds of the post-classification aggregation",
+                    "c2c_weight": "weight of L_c2c (MSE of the pre and post video scores)",
+                    "a2c_weight": "weight of L_a2c"}
     train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750,
                       "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
@@ -87,8 +91,6 @@ class ECM(Localizer):
                  topk_fraction: float = 0.125,
                  folds: int = 3, c2c_weight: float = 0.05, a2c_weight: float = 5.0):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.dropout, self.topk_fraction, self.folds = hidden, dropout, topk_fraction, folds
-        self.c2c_weight, self.a2c_weight = c2c_weight, a2c_weight
         self.conv1 = TemporalConvHead(feature_dim, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
         self.conv2 = TemporalConvHead(hidden, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
         self.drop = nn.Dropout(dropout)

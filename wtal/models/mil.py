@@ -16,6 +16,7 @@ from .base import Inference, Localizer, TemporalConvHead, register, topk_count, 
 @register
 class MIL(Localizer):
     name = "mil"
+    paper = "top-k multiple-instance-learning baseline (W-TALC's MIL loss)"
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
                       "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
@@ -32,10 +33,11 @@ class MIL(Localizer):
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 512, dropout: float = 0.5,
                  topk_fraction: float = 0.125):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.dropout, self.topk_fraction = hidden, dropout, topk_fraction
         self.head = TemporalConvHead(feature_dim, hidden, num_classes, layers=1, dropout=dropout)
 
     def forward(self, features, mask=None):
+        if mask is not None:  # padded snippets must not reach the temporal convolution
+            features = features * mask.unsqueeze(-1).to(features.dtype)
         cas = self.head(features)
         k = topk_count(mask, features.shape[1], self.topk_fraction, features.shape[0], features.device)
         return {"cas": cas, "video_logits": topk_mean(cas, k, mask)}

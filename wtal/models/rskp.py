@@ -124,6 +124,15 @@ class RSKP(Localizer):
     bank: torch.Tensor  # buffers (register_buffer in __init__)
     bank_scores: torch.Tensor
     bank_filled: torch.Tensor
+    paper = "Representative snippet knowledge propagation (Huang et al., CVPR 2022)"
+    setting_help = {"embed_dim": "embedding width (none: the feature width)", "scale": "cosine classifier scale",
+                    "num_bases": "EM attention bases", "em_iters": "EM iterations", "em_temperature": "EM softmax temperature",
+                    "walk_weight": "random-walk weight w", "bank_size": "memory-bank representatives per class",
+                    "warmup": "epochs before the memory bank is used", "mil_weight": "weight of the MIL head loss",
+                    "memory_cls_weight": "weight of the memory-propagated classification loss",
+                    "memory_mix": "share of the memory-propagated features", "kd_weight": "weight of L_kd",
+                    "kd_temperature": "temperature of the soft pseudo labels", "att_weight": "weight of L_att",
+                    "fusion_weight": "main-branch weight of the test fusion"}
     # the public code trains on whole videos (no sampling): max_len only guards memory
     train_defaults = {"lr": 5e-5, "weight_decay": 5e-4, "batch_size": 10, "epochs": 200, "max_len": 100000,
                       "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
@@ -156,14 +165,6 @@ class RSKP(Localizer):
             raise SettingsError(f"rskp: batch_loss={batch_loss!r}: choose one of {', '.join(self.BATCH_LOSSES)}")
         if bases_init not in self.BASES_INITS:
             raise SettingsError(f"rskp: bases_init={bases_init!r}: choose one of {', '.join(self.BASES_INITS)}")
-        self.embed_dim, self.dropout, self.scale = embed_dim, dropout, scale
-        self.num_bases, self.em_iters, self.em_temperature = num_bases, em_iters, em_temperature
-        self.walk_weight, self.bank_size, self.warmup = walk_weight, bank_size, warmup
-        self.mil_weight, self.memory_cls_weight, self.memory_mix = mil_weight, memory_cls_weight, memory_mix
-        self.kd_weight, self.kd_weight_memory = kd_weight, kd_weight_memory
-        self.kd_temperature, self.att_weight = kd_temperature, att_weight
-        self.topk_fraction, self.fusion_weight = topk_fraction, fusion_weight
-        self.batch_loss, self.bases_init = batch_loss, bases_init
         self._fill_items: list | None = None
         dim = embed_dim or feature_dim
         linear = nn.Linear(feature_dim, dim)
@@ -307,7 +308,7 @@ class RSKP(Localizer):
         self._fill_items = list(items)
 
     @torch.no_grad()
-    def on_epoch_end(self, epoch, loader):
+    def on_epoch_end(self, epoch, batches):
         """Fill the memory bank (eval mode) at the end of epoch index `warmup`: from the training
         videos given to `on_train_begin`, one whole video at a time whatever `max_len` sampled
         (as the official `ft_eval`), else from the epoch's batches."""
@@ -316,14 +317,13 @@ class RSKP(Localizer):
         was_training = self.training
         self.eval()
         device = self.bank.device
+        source = batches()
         if self._fill_items is not None:
-            batches = ({"features": torch.as_tensor(np.asarray(it.features, dtype=np.float32), device=device)[None],
-                        "mask": torch.ones(1, len(it.features), dtype=torch.bool, device=device),
-                        "labels": torch.as_tensor(np.asarray(it.labels, dtype=np.float32), device=device)[None]}
-                       for it in self._fill_items)
-        else:
-            batches = iter(loader)
-        for batch in batches:
+            source = ({"features": torch.as_tensor(np.asarray(it.features, dtype=np.float32), device=device)[None],
+                       "mask": torch.ones(1, len(it.features), dtype=torch.bool, device=device),
+                       "labels": torch.as_tensor(np.asarray(it.labels, dtype=np.float32), device=device)[None]}
+                      for it in self._fill_items)
+        for batch in source:
             out = self(batch["features"], batch["mask"])
             self.update_bank(out["bases"], out["base_scores"], batch["labels"])
         self.bank_filled.fill_(True)

@@ -5,23 +5,24 @@ most `max_len`, one random snippet per equal segment, as the public WTAL code do
 `wtal.models.sampling` for the other modes), padded to the longest video of the batch and masked,
 so padded snippets never enter pooling or losses. Detection brings each video to `test_len` by
 `test_sampling` (default "native") and maps its proposals back with the video's own scale.
+Only one batch is on the device at a time: an epoch keeps each batch's random-generator state,
+not the batch, so `on_epoch_end` can collate exactly the same batches again. The recipe around
+these loops (seeding, validation, standardisation) is `wtal.models.recipe`.
 """
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from ..postprocess.detections import proposals_to_results
 from ..postprocess.proposals import VIDEO_FRAMES_PER_SNIPPET, VIDEO_SNIPPET_SECONDS, to_seconds
-from .base import Localizer
+from ..progress import Hook, report
+from .base import Batch, Localizer
 from .sampling import check_mode, click_slots, resample
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def seed_everything(seed: int) -> None:
 
 
 def collate(items: list[VideoItem], max_len: int, rng: np.random.Generator | None, device: torch.device,
-            mode: str = "segments") -> dict[str, Any]:
+            mode: str = "segments") -> Batch:
     """Batch of videos brought to `max_len` by the sampling `mode` (`wtal.models.sampling`), padded.
 
     Keys: features (B, L, D), mask (B, L) bool, labels (B, C), background (B, L) bool marking
@@ -115,13 +116,16 @@ def train_localizer(
     cfg: dict[str, Any],
     device: torch.device,
     seed: int = 0,
-    epochs: int | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    progress: bool = False,
+    hook: Hook | None = None,
 ) -> list[dict[str, float]]:
-    """Train `model` for `epochs` (default cfg["epochs"]); returns mean loss terms per epoch."""
+    """Train `model` for cfg["epochs"] epochs; returns mean loss terms per epoch.
+
+    Each epoch is reported to `hook` as step "train NAME" with its mean loss terms, after
+    `model.on_epoch_end`, so a hook may evaluate the model of that epoch.
+    """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    model.check_items(items)
     model.to(device).train()
     optimizers = model.make_optimizers(cfg)
     model.on_train_begin(items)
@@ -129,36 +133,34 @@ def train_localizer(
     milestones = sorted(int(e) for e in cfg.get("lr_decay_epochs", ()))
     schedulers = [torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=float(cfg.get("lr_decay_factor", 0.1)))
                   for opt in optimizers.values()] if milestones else []
-    epochs = int(cfg["epochs"] if epochs is None else epochs)
-    batch_size = int(cfg["batch_size"])
+    epochs = int(cfg["epochs"])
+    batch_size, max_len = int(cfg["batch_size"]), int(cfg["max_len"])
     sampling = check_mode(str(cfg.get("train_sampling", "segments")), "train_sampling")
     history = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=epochs, desc=f"train {model.name}", unit="epoch")
     for epoch in range(epochs):
         model.train()
         order = rng.permutation(len(items))
+        plan: list[tuple[list[VideoItem], dict[str, Any]]] = []
         sums: dict[str, float] = {}
-        batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-        loader = [collate([items[j] for j in b], int(cfg["max_len"]), rng, device, sampling) for b in batches]
-        for batch in loader:
-            terms = model.fit_step(batch, optimizers, epoch)
+        n_batches = -(-len(order) // batch_size)
+        for i in range(0, len(order), batch_size):
+            chosen = [items[j] for j in order[i: i + batch_size]]
+            plan.append((chosen, rng.bit_generator.state))  # a snapshot: the batch can be drawn again
+            terms = model.fit_step(collate(chosen, max_len, rng, device, sampling), optimizers, epoch)
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v / len(loader)
-        model.on_epoch_end(epoch, loader)
+                sums[k] = sums.get(k, 0.0) + v / n_batches
+
+        def batches(plan=plan) -> Iterator[Batch]:
+            for chosen, state in plan:
+                replay = np.random.Generator(type(rng.bit_generator)())
+                replay.bit_generator.state = state
+                yield collate(chosen, max_len, replay, device, sampling)
+
+        model.on_epoch_end(epoch, batches)
         for scheduler in schedulers:
             scheduler.step()
         history.append(sums)
-        if on_epoch:
-            on_epoch(epoch, sums)
-        if bar:
-            bar.set_postfix(loss=f"{sums.get('total', float('nan')):.4f}")
-            bar.update()
-    if bar:
-        bar.close()
+        report(hook, f"train {model.name}", {"loss": sums.get("total", float("nan"))}, completed=epoch + 1, total=epochs)
     model.eval()
     return history
 

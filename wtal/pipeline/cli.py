@@ -17,9 +17,6 @@ from typing import Any
 
 from ..errors import SettingsError, WtalError
 
-log = logging.getLogger("wtal")
-
-MODELS = ("ecm", "backtal", "basnet", "cleannet", "dgam", "rskp", "mil")
 DEVICE_HELP = "where torch runs: auto picks cuda when a GPU is visible, else cpu"
 SUBSET_HELP = "annotation subset (default: validation when training used training, otherwise test)"
 SNIPPET_HELP = "seconds per feature row (default: from the cache or meta.json, else 16/25)"
@@ -35,6 +32,28 @@ def _sets(pairs: list[str] | None) -> dict[str, str]:
         key, value = pair.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+def _train_sets(args) -> tuple[dict[str, str], str | None]:
+    """`--set` pairs of a training command with its aliases applied, and the click annotator.
+
+    `--epochs N` is an alias of `--set epochs=N` and `--set annotator=A` of `--annotator A`;
+    giving both routes different values is an error.
+    """
+    sets = _sets(args.set)
+    aliases = (("epochs", None if args.epochs is None else str(args.epochs), "--epochs"),)
+    for key, value, option in aliases:
+        if value is not None:
+            if key in sets and sets[key] != value:
+                raise ValueError(f"{option} {value} and --set {key}={sets[key]} disagree: give one")
+            sets[key] = value
+    annotator = args.annotator
+    if "annotator" in sets:
+        chosen = sets.pop("annotator")
+        if annotator is not None and annotator != chosen:
+            raise ValueError(f"--annotator {annotator} and --set annotator={chosen} disagree: give one")
+        annotator = chosen
+    return sets, annotator
 
 
 # ------------------------------------------------------------------------- commands
@@ -69,14 +88,17 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .progress import TqdmHook
     from .runtime import set_threads
     from .stages import train_stage
 
     set_threads(args.device)
-    result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, epochs=args.epochs,
-                         seed=args.seed, device=args.device, sets=_sets(args.set), val_fraction=args.val_fraction,
-                         train_subset=args.train_subset, snippet_seconds=args.snippet_seconds,
-                         allow_pickle=args.allow_pickle, standardize=args.standardize, preset=args.preset)
+    sets, annotator = _train_sets(args)
+    result = train_stage(args.features, args.annotations, args.model, args.out, clicks=args.clicks, seed=args.seed,
+                         device=args.device, sets=sets, val_fraction=args.val_fraction, train_subset=args.train_subset,
+                         snippet_seconds=args.snippet_seconds, annotator=annotator, hook=TqdmHook(),
+                         allow_pickle=args.allow_pickle, standardize=args.standardize,
+                         preset=args.preset)
     print(f"trained {args.model} on {result.num_train_videos} videos; final loss {result.final_loss:.4f}; "
           f"checkpoint: {result.selection}; wrote {Path(args.out) / 'checkpoint.pt'}")
     return 0
@@ -139,36 +161,74 @@ def cmd_report(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """Extract on Ray actors, train and detect as Ray tasks, evaluate here."""
-    from ..evaluate.reports import evaluate_files, format_table, write_json
-    from .extraction import extract_videos
+    """Extract on Ray actors, train and detect as Ray tasks, evaluate here (`run_pipeline`)."""
+    from ..evaluate.reports import format_table
     from .progress import TqdmHook
-    from .runtime import run_stage_on_ray
-    from .stages import detect_stage, train_stage
+    from .run import run_pipeline
 
-    out = Path(args.out).resolve()
-    cache = str(Path(args.cache).resolve()) if args.cache else str(out / "cache")
-    annotations = str(Path(args.annotations).resolve())
-    clicks = [str(Path(c).resolve()) for c in args.clicks] if args.clicks else None
-    ray_options = {"device": args.device, "ray_address": args.ray_address, "workers": args.workers}
-    summary = extract_videos([args.video_dir], cache, _extract_settings(args), batch=args.batch, hook=TqdmHook(),
-                             **ray_options)
-    status = _report_extract(summary, cache)
-    result, where = run_stage_on_ray(train_stage, **ray_options, features=cache, annotations=annotations,
-                                     model=args.model, out=str(out / "run"), clicks=clicks, epochs=args.epochs,
-                                     seed=args.seed, sets=_sets(args.set), val_fraction=args.val_fraction,
-                                     standardize=args.standardize, progress=False)
-    print(f"trained {args.model} on {result.num_train_videos} videos in a Ray task (node {where['node'][:8]}, "
-          f"pid {where['pid']})")
-    det = out / "detections.json"
-    info, where = run_stage_on_ray(detect_stage, **ray_options, features=cache, checkpoint=str(out / "run"),
-                                   out=str(det), annotations=annotations)
-    print(f"wrote {info.detections} detections for {info.videos} videos in a Ray task (pid {where['pid']})")
-    report = evaluate_files(det, args.annotations)
-    print(format_table(report))
-    write_json(report, out / "report.json")
-    print(f"wrote {det} and {out / 'report.json'}")
+    bars = TqdmHook()
+    status = 0
+
+    def hook(step: str, artifact=None, *, completed=None, total=None) -> None:
+        nonlocal status
+        if completed is not None:
+            bars(step, artifact, completed=completed, total=total)
+        elif step == "extracted":
+            status = _report_extract(artifact, cache)
+        elif step == "trained":
+            trained, where = artifact
+            print(f"trained {args.model} on {trained.num_train_videos} videos in a Ray task (node {where['node'][:8]}, "
+                  f"pid {where['pid']})")
+        elif step == "detected":
+            detected, where = artifact
+            print(f"wrote {detected.detections} detections for {detected.videos} videos in a Ray task (pid {where['pid']})")
+
+    cache = str(Path(args.cache).resolve()) if args.cache else str(Path(args.out).resolve() / "cache")
+    sets, annotator = _train_sets(args)
+    result = run_pipeline([args.video_dir], args.annotations, args.model, args.out, _extract_settings(args),
+                          cache=cache, batch=args.batch, device=args.device, ray_address=args.ray_address,
+                          workers=args.workers, clicks=args.clicks, seed=args.seed, sets=sets,
+                          val_fraction=args.val_fraction, standardize=args.standardize, annotator=annotator, hook=hook)
+    print(format_table(result.report))
+    print(f"wrote {result.detections} and {result.report_path}")
     return status
+
+
+def _models_table() -> list[str]:
+    """One line per registered model: name, paper, what it needs besides features and labels."""
+    from ..models import REGISTRY
+
+    rows = [(name, cls.paper or "-", "clicks (--clicks)" if cls.needs_clicks else "-")
+            for name, cls in sorted(REGISTRY.items())]
+    width = max(len(r[0]) for r in rows)
+    paper = max(len(r[1]) for r in rows)
+    lines = [f"{'model':{width}s}  {'paper':{paper}s}  needs"]
+    lines += [f"{n:{width}s}  {p:{paper}s}  {needs}" for n, p, needs in rows]
+    return lines
+
+
+def _model_settings(name: str) -> list[str]:
+    """The three groups of settings of one model: name, default, type and description."""
+    from ..models import get_localizer, settings
+
+    cls = get_localizer(name)
+    table = settings(cls)
+    width = max(len(s.name) for s in table)
+    default_width = max(len(repr(s.default)) for s in table)
+    type_width = max(len(s.type_name) for s in table)
+    lines = [f"{cls.name}: {cls.paper or '-'}" + (" (needs --clicks)" if cls.needs_clicks else "")]
+    titles = {"model": "model settings (constructor)", "train": "training settings", "test": "test settings"}
+    for group in ("model", "train", "test"):
+        lines.append(f"\n{titles[group]}:")
+        for s in (s for s in table if s.group == group):
+            lines.append(f"  {s.name:{width}s}  {s.default!r:{default_width}s}  {s.type_name:{type_width}s}  {s.help}".rstrip())
+    lines.append("\nchange any of them with --set NAME=VALUE (wtal detect: test settings only)")
+    return lines
+
+
+def cmd_models(args) -> int:
+    print("\n".join(_model_settings(args.name) if args.name else _models_table()))
+    return 0
 
 
 def cmd_cache(args) -> int:
@@ -267,9 +327,10 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, choices=MODELS, help="weakly-supervised localizer to train")
+    p.add_argument("--model", required=True, help="weakly-supervised localizer to train (list: wtal models)")
     p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON or THUMOS14 CSVs")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the paper's)")
+    p.add_argument("--annotator", help="with several --clicks files, the one whose name ends with this (e.g. A1)")
+    p.add_argument("--epochs", type=int, help="alias of --set epochs=N (default: the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and the validation split")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model/training/test setting")
     p.add_argument("--standardize", action="store_true",
@@ -383,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="local Ray CPUs for extraction (default: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="the localizers, or one model's settings with defaults")
+    p.add_argument("name", nargs="?", help="a model: print its model, training and test settings")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("clicks", help="background clicks for BackTAL")
     clicks = p.add_subparsers(dest="clicks_command", required=True, parser_class=_Parser)

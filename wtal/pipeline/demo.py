@@ -1,8 +1,9 @@
 """`wtal demo`: the whole pipeline on built-in synthetic videos, in minutes on a laptop CPU.
 
 It renders a small untrimmed-video dataset (3 motion classes over moving textured backgrounds,
-20 training and 10 test videos), extracts features on Ray actors, trains ECM, detects, evaluates,
-and compares with the trivial detector (each whole video as one detection of its top class).
+20 training and 10 test videos) and runs `wtal run`'s orchestration on it (`run_pipeline`:
+features on Ray actors, ECM trained and detected as Ray tasks, evaluation), then compares with
+the trivial detector (each whole video as one detection of its top class) and plots one CAS.
 
 The demo profile trades fidelity for speed; it prints how it differs from real use:
 crop 112 instead of 224 (I3D's final pooling adapts), the `fast` TV-L1 preset instead of OpenCV's
@@ -13,7 +14,6 @@ epochs; the motion classes still separate.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 from ..extract.features import ExtractSettings
 
 DEMO_SETTINGS = ExtractSettings(crop_size=112, flow="torch", flow_preset="fast", precision="fp32")
-DEMO_TRAIN: dict[str, Any] = {"epochs": 30, "seed": 0, "sets": {"hidden": "256"}, "standardize": True}
+DEMO_TRAIN: dict[str, Any] = {"seed": 0, "sets": {"hidden": "256", "epochs": "30"}, "standardize": True}
 
 
 def _plot_cas(path: Path, video_id: str, inference, annotation, class_names: list[str], snippet_seconds: float,
@@ -57,7 +57,7 @@ def _plot_cas(path: Path, video_id: str, inference, annotation, class_names: lis
 
 
 def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
-    """Run every stage of the demo; returns the process exit status."""
+    """Run every stage of the demo through `run_pipeline`; returns the process exit status."""
     from ..data.annotations import load_annotations
     from ..data.features import open_features
     from ..data.synthetic_videos import make_video_dataset
@@ -66,18 +66,15 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
     from ..evaluate.metrics import DEFAULT_TIOUS, evaluate
     from ..evaluate.reports import EvaluationInputs, format_table, write_json
     from ..models.checkpoint import load_checkpoint
-    from ..models.train import build_items, detect_videos
-    from ..postprocess.detections import whole_video_results, write_detections
-    from .extraction import extract_videos
+    from ..models.train import build_items
+    from ..postprocess.detections import whole_video_results
     from .progress import TqdmHook
     from .report import run_activations, run_settings
-    from .runtime import set_threads
-    from .stages import checkpoint_items, train_stage
+    from .run import run_pipeline
 
     out_dir = Path(out)
     start = time.perf_counter()
-    dev = resolve_device(device)
-    print(f"wtal demo -> {out_dir} (device {dev})")
+    print(f"wtal demo -> {out_dir} (device {resolve_device(device)})")
     print("profile: crop 112 (real: 224), TV-L1 preset 'fast' on wtal's torch TV-L1 (real: OpenCV defaults), "
           "random I3D weights (real: public Kinetics checkpoints via --i3d-rgb/--i3d-flow), fp32;\n"
           "         ECM with hidden 256 (paper: 2048), 30 epochs (paper: 150), z-scored features (random I3D "
@@ -89,44 +86,50 @@ def run_demo(out: str, workers: int | None = None, device: str = "auto") -> int:
         video_dir, ann_path = make_video_dataset(out_dir / "data", num_classes=3, num_train=20, num_test=10,
                                                  duration=(8.0, 11.0), seed=0)
     print("2/5 extracting features (decode -> TV-L1 -> I3D) on Ray actors ...")
-    cache = out_dir / "cache"
-    summary = extract_videos([str(video_dir)], str(cache), DEMO_SETTINGS, device=device, batch=8, workers=workers,
-                             hook=TqdmHook())
-    print(f"    {summary.done} extracted, {summary.skipped} cached, {len(summary.failed)} failed; "
-          f"{summary.fps:.1f} frames/s")
-    if summary.failed:
-        print(f"error: {len(summary.failed)} demo videos failed to extract")
-        return 1
-    print(f"3/5 training ECM ({DEMO_TRAIN['epochs']} epochs) ...")
-    run_dir = out_dir / "run"
-    set_threads(dev)
-    train_stage(str(cache), str(ann_path), "ecm", str(run_dir), epochs=DEMO_TRAIN["epochs"], seed=DEMO_TRAIN["seed"],
-                device=device, sets=DEMO_TRAIN["sets"], standardize=DEMO_TRAIN["standardize"], progress=True)
-    print("4/5 detecting on the test split ...")
-    model, payload = load_checkpoint(run_dir, dev)
+    bars = TqdmHook()
+
+    def hook(step: str, artifact=None, *, completed=None, total=None) -> None:
+        if completed is not None:
+            bars(step, artifact, completed=completed, total=total)
+        elif step == "extracted":
+            print(f"    {artifact.done} extracted, {artifact.skipped} cached, {len(artifact.failed)} failed; "
+                  f"{artifact.fps:.1f} frames/s")
+            print(f"3/5 training ECM ({DEMO_TRAIN['sets']['epochs']} epochs) in a Ray task ...")
+        elif step == "trained":
+            print("4/5 detecting on the test split in a Ray task ...")
+        elif step == "detected":
+            print("5/5 evaluating ...")
+
+    result = run_pipeline([str(video_dir)], str(ann_path), "ecm", str(out_dir), DEMO_SETTINGS, batch=8, device=device,
+                          workers=workers, seed=DEMO_TRAIN["seed"], sets=DEMO_TRAIN["sets"],
+                          standardize=DEMO_TRAIN["standardize"], require_all=True, keep_inferences=True, hook=hook)
     ann = load_annotations(ann_path)
-    feats = open_features(cache)
-    test_subset = ann.default_subsets()[1]
-    items = checkpoint_items(build_items(ann, feats, test_subset), payload)
-    results, inferences = detect_videos(model, items, payload["test_config"], ann.class_names, feats.snippet_seconds, dev)
-    det_path = out_dir / "detections.json"
-    write_detections(det_path, results, {"used": False, "details": "wtal demo: ECM on synthetic videos"})
-    trivial = {it.video_id: whole_video_results(inferences[it.video_id].video_scores, it.duration, ann.class_names)
+    report, detected = result.report, result.detect
+    results, inferences = detected.results or {}, detected.inferences or {}
+    feats = open_features(result.cache)
+    items = build_items(ann, feats, report.subset)  # the test videos' features and time base, for the CAS axis
+    trivial = {it.video_id: whole_video_results(inferences[it.video_id].video_scores,
+                                                _duration(it.duration, len(it.features), feats.snippet_seconds),
+                                                ann.class_names)
                for it in items}
-    print("5/5 evaluating ...")
-    report = evaluate(ann, results, test_subset)
-    baseline = evaluate(ann, trivial, test_subset)
+    baseline = evaluate(ann, trivial, report.subset)
+    half = min(range(len(report.tiou)), key=lambda i: abs(report.tiou[i] - 0.5))  # tIoU 0.5 by value
     print(format_table(report))
-    print(f"ECM      mAP@0.5 {report.mAP[4]:.3f}   average mAP {report.average_mAP:.3f}")
-    print(f"trivial  mAP@0.5 {baseline.mAP[4]:.3f}   average mAP {baseline.average_mAP:.3f}  (whole video, top class)")
-    write_json(report, out_dir / "report.json")
-    (out_dir / "trivial_report.json").write_text(json.dumps(baseline.to_json(), indent=1))
-    first = items[0].video_id
+    print(f"ECM      mAP@0.5 {report.mAP[half]:.3f}   average mAP {report.average_mAP:.3f}")
+    print(f"trivial  mAP@0.5 {baseline.mAP[half]:.3f}   average mAP {baseline.average_mAP:.3f}  (whole video, top class)")
+    write_json(baseline, out_dir / "trivial_report.json")
+    first = items[0]
     plot = out_dir / "cas.png"
-    _plot_cas(plot, first, inferences[first], ann.videos[first], ann.class_names,
-              items[0].snippet_seconds or feats.snippet_seconds, results[first])
-    html = write_html_report(out_dir / "report.html", EvaluationInputs(ann, results, test_subset, DEFAULT_TIOUS),
+    _plot_cas(plot, first.video_id, inferences[first.video_id], ann.videos[first.video_id], ann.class_names,
+              first.snippet_seconds or feats.snippet_seconds, results[first.video_id])
+    _, payload = load_checkpoint(result.run)
+    html = write_html_report(out_dir / "report.html", EvaluationInputs(ann, results, report.subset, DEFAULT_TIOUS),
                              report=report, cas=run_activations(inferences, payload, items, feats.snippet_seconds),
-                             model=run_settings(payload), sources={"detections": str(det_path.resolve())})
-    print(f"wrote {det_path}, {out_dir / 'report.json'}, {plot} and {html} in {time.perf_counter() - start:.0f} s")
+                             model=run_settings(payload), sources={"detections": str(Path(result.detections).resolve())})
+    print(f"wrote {result.detections}, {result.report_path}, {plot} and {html} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _duration(annotated: float | None, snippets: int, snippet_seconds: float) -> float:
+    """A video's annotated duration, else its features' extent (as detection uses)."""
+    return annotated if annotated is not None else snippets * snippet_seconds

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..extract.cache import FeatureCache, entry_key
 from ..extract.features import Extractor, ExtractSettings
@@ -18,6 +18,9 @@ from ..progress import Hook, report
 from . import PipelineError
 from .faults import crash_if_marked, raise_if_marked
 from .runtime import init_ray, set_threads, wants_gpu, where
+
+if TYPE_CHECKING:
+    from ..extract.features import Extractor
 
 log = logging.getLogger(__name__)
 
