@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -140,7 +140,7 @@ def train_localizer(
     for epoch in range(epochs):
         model.train()
         order = rng.permutation(len(items))
-        plan: list[tuple[list[VideoItem], dict[str, Any]]] = []
+        plan: list[tuple[list[VideoItem], Mapping[str, Any]]] = []
         sums: dict[str, float] = {}
         n_batches = -(-len(order) // batch_size)
         for i in range(0, len(order), batch_size):

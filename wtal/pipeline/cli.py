@@ -194,40 +194,10 @@ def cmd_run(args) -> int:
     return status
 
 
-def _models_table() -> list[str]:
-    """One line per registered model: name, paper, what it needs besides features and labels."""
-    from ..models import REGISTRY
-
-    rows = [(name, cls.paper or "-", "clicks (--clicks)" if cls.needs_clicks else "-")
-            for name, cls in sorted(REGISTRY.items())]
-    width = max(len(r[0]) for r in rows)
-    paper = max(len(r[1]) for r in rows)
-    lines = [f"{'model':{width}s}  {'paper':{paper}s}  needs"]
-    lines += [f"{n:{width}s}  {p:{paper}s}  {needs}" for n, p, needs in rows]
-    return lines
-
-
-def _model_settings(name: str) -> list[str]:
-    """The three groups of settings of one model: name, default, type and description."""
-    from ..models import get_localizer, settings
-
-    cls = get_localizer(name)
-    table = settings(cls)
-    width = max(len(s.name) for s in table)
-    default_width = max(len(repr(s.default)) for s in table)
-    type_width = max(len(s.type_name) for s in table)
-    lines = [f"{cls.name}: {cls.paper or '-'}" + (" (needs --clicks)" if cls.needs_clicks else "")]
-    titles = {"model": "model settings (constructor)", "train": "training settings", "test": "test settings"}
-    for group in ("model", "train", "test"):
-        lines.append(f"\n{titles[group]}:")
-        for s in (s for s in table if s.group == group):
-            lines.append(f"  {s.name:{width}s}  {s.default!r:{default_width}s}  {s.type_name:{type_width}s}  {s.help}".rstrip())
-    lines.append("\nchange any of them with --set NAME=VALUE (wtal detect: test settings only)")
-    return lines
-
-
 def cmd_models(args) -> int:
-    print("\n".join(_model_settings(args.name) if args.name else _models_table()))
+    from .model_info import model_settings, models_table
+
+    print("\n".join(model_settings(args.name) if args.name else models_table()))
     return 0
 
 

@@ -50,10 +50,10 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
     from ..data.features import open_features, settings_mismatch
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
-    from ..models.train import build_items, detect_videos
+    from ..models.recipe import Standardization, detect
+    from ..models.train import build_items
     from . import PipelineError
     from .runtime import set_threads
-    from .stages import checkpoint_items
 
     dev = resolve_device(device)
     set_threads(dev)
@@ -77,8 +77,9 @@ def class_activations(inputs: EvaluationInputs, features: str, checkpoint: str, 
                     ", ".join(missing[:3]))
     present = AnnotationSet({v.video_id: v for v in videos if v.video_id in feats}, inputs.ann.class_names,
                             inputs.ann.source)
-    items = checkpoint_items(build_items(present, feats, inputs.subset), payload)
-    _, inferences = detect_videos(net, items, payload["test_config"], payload["class_names"], feats.snippet_seconds, dev)
+    items = build_items(present, feats, inputs.subset)
+    _, inferences = detect(net, items, payload["test_config"], payload["class_names"], feats.snippet_seconds, dev,
+                           Standardization.from_checkpoint(payload))
     settings = run_settings(payload)
     if diffs:
         settings["feature settings differ from training"] = "; ".join(diffs)

@@ -150,14 +150,6 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     return TrainResult(str(out), model, run.selection, run.history, run.num_train_videos, run.num_val_videos)
 
 
-def checkpoint_items(items: list, payload: dict) -> list:
-    """Apply the feature standardisation a run was trained with (if any) to test videos."""
-    from ..models.recipe import Standardization
-
-    norm = Standardization.from_checkpoint(payload)
-    return norm.apply(items) if norm is not None else items
-
-
 def detect_stage(features: str, checkpoint: str, out: str, subset: str | None = None, device: str = "auto",
                  annotations: str | None = None, snippet_seconds: float | None = None,
                  sets: dict[str, Any] | None = None, allow_pickle: bool = False, allow_mismatch: bool = False,
