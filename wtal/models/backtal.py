@@ -49,7 +49,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, LocalizerError, register, topk_count, topk_mean, video_label_loss
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -142,6 +142,9 @@ class Localizer(nn.Module):
         self.num_classes = num_classes
         for key, value in self.hparams().items():
             setattr(self, key, value)
+
+    if TYPE_CHECKING:  # recorded constructor arguments are set as attributes at run time
+        def __getattr__(self, name: str) -> Any: ...
 
     # ----------------------------------------------------------------- settings
     @classmethod

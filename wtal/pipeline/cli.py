@@ -45,13 +45,13 @@ def _train_sets(args) -> tuple[dict[str, str], str | None]:
     for key, value, option in aliases:
         if value is not None:
             if key in sets and sets[key] != value:
-                raise ValueError(f"{option} {value} and --set {key}={sets[key]} disagree: give one")
+                raise SettingsError(f"{option} {value} and --set {key}={sets[key]} disagree: give one")
             sets[key] = value
     annotator = args.annotator
     if "annotator" in sets:
         chosen = sets.pop("annotator")
         if annotator is not None and annotator != chosen:
-            raise ValueError(f"--annotator {annotator} and --set annotator={chosen} disagree: give one")
+            raise SettingsError(f"--annotator {annotator} and --set annotator={chosen} disagree: give one")
         annotator = chosen
     return sets, annotator
 

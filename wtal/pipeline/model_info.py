@@ -22,7 +22,8 @@ def models_table() -> list[str]:
 def model_settings(name: str) -> list[str]:
     """The three groups of settings of one model: name, default, type and description."""
     cls = get_localizer(name)
-    return [f"{cls.name}: {cls.paper or '-'}" + (" (needs --clicks)" if cls.needs_clicks else "")] + format_settings(settings(cls))
+    title = f"{cls.name}: {cls.paper or '-'}" + (" (needs --clicks)" if cls.needs_clicks else "")
+    return [title] + format_settings(settings(cls))
 
 
 def format_settings(table: list[Setting]) -> list[str]:
