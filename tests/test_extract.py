@@ -173,3 +173,57 @@ def test_torch_flow_in_cpu_batches_equals_one_batch(count):
     want = tvl1_pairs(frames[:-1], frames[1:], PRESETS["fast"]).permute(0, 2, 3, 1)
     assert got.shape == (count - 1, 24, 30, 2)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_conv_math_in_the_cache_key_and_device_defaults():
+    """The key says which arithmetic made the features: strict fp32, TF32 (CUDA only) or bf16;
+    building it touches no CUDA. Chunks default to 8 snippets on CPU and 32 on CUDA."""
+    from wtal.extract.features import conv_math, default_batch
+
+    fields = {p: ExtractSettings(precision=p).key_fields for p in ("fp32", "tf32", "bf16")}
+    assert [fields[p]("cuda")["conv_math"] for p in ("fp32", "tf32", "bf16")] == ["fp32", "tf32", "bf16"]
+    assert [fields[p]("cpu")["conv_math"] for p in ("fp32", "tf32", "bf16")] == ["fp32", "fp32", "bf16"]
+    assert fields["fp32"]("cuda")["flow"] == "torch" and fields["fp32"]("cpu")["flow"] == "opencv-cpu"
+    assert entry_key("abc", fields["fp32"]("cuda")) != entry_key("abc", fields["tf32"]("cuda"))
+    with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16"):
+        conv_math("fp16", "cuda")
+    assert (default_batch("cpu"), default_batch("cuda"), default_batch(torch.device("cuda", 1))) == (8, 32, 32)
+    assert Extractor(ExtractSettings(crop_size=32, flow="opencv-cpu"), device="cpu").batch == 8
+
+
+def test_next_video_decodes_ahead_and_micro_batches_keep_features(tmp_path, monkeypatch):
+    """extract(a, next_path=b) starts decoding b before it returns; extract(b) then uses that
+    stream (b is opened once) and gives b's features. I3D in micro-batches of 1 clip gives the
+    features of whole-chunk batches."""
+    import time
+
+    from wtal.data.synthetic_videos import render_video
+    from wtal.extract import decode
+
+    torch.set_num_threads(1)
+    paths = []
+    for seed in (1, 2):
+        paths.append(tmp_path / f"v{seed}.mp4")
+        render_video(paths[-1], [], 3.0, seed=seed, size=(37, 50))
+    settings = ExtractSettings(crop_size=32, flow="opencv-cpu", flow_preset="fast")
+    alone = Extractor(settings, device="cpu", batch=2)
+    want = [alone.extract(str(p)) for p in paths]
+    opened = []
+    original = decode.iter_frames
+
+    def spy(path, **kwargs):
+        opened.append(path)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(decode, "iter_frames", spy)
+    ex = Extractor(settings, device="cpu", batch=2)
+    ex.i3d_batch = 1
+    first = ex.extract(str(paths[0]), next_path=str(paths[1]))
+    deadline = time.monotonic() + 30
+    while str(paths[1]) not in opened and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert opened == [str(paths[0]), str(paths[1])]
+    second = ex.extract(str(paths[1]))
+    assert opened == [str(paths[0]), str(paths[1])]
+    np.testing.assert_allclose(first, want[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(second, want[1], rtol=0, atol=1e-5)

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
 
-import av
 import cv2
 import numpy as np
 
@@ -164,6 +163,8 @@ def _native_fps(stream, pts: list, time_base: Fraction) -> Fraction | None:
 
 def _scan(path, fps) -> _Timeline:
     """Read the pts of every packet (no decoding) and decode the first frame for rotation."""
+    import av  # imported where used: the frame helpers below work without PyAV installed
+
     path = os.fspath(path)
     fps = _as_fraction(fps, "fps")
     if not os.path.isfile(path):
@@ -266,6 +267,8 @@ def _decord_chunks(reader, extra_rot: int, tl: _Timeline, start: int, short_side
 
 
 def _pyav_chunks(tl: _Timeline, start: int, short_side: int, chunk_size: int) -> Iterator[np.ndarray]:
+    import av
+
     total = tl.num_frames
     if start >= total:
         return

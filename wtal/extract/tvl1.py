@@ -64,9 +64,20 @@ CPU_CHECK_EVERY = 1
 GPU_CHECK_EVERY = 10
 
 
-def pairs_per_batch(device: torch.device) -> int:
-    """How many frame pairs `tvl1_pairs` should get at once on `device` (see the constants)."""
-    return CPU_PAIRS_PER_BATCH if device.type == "cpu" else GPU_PAIRS_PER_BATCH
+# Working set of one pair on a GPU, per pixel of the frame (17 MB at 256x341, float64 warps included).
+GPU_BYTES_PER_PIXEL_AND_PAIR = 200
+
+
+def pairs_per_batch(device: torch.device, height: int | None = None, width: int | None = None) -> int:
+    """How many frame pairs `tvl1_pairs` should get at once on `device` (see the constants); on
+    CUDA, given the frame size, no more than half the free memory holds."""
+    if device.type == "cpu":
+        return CPU_PAIRS_PER_BATCH
+    pairs = GPU_PAIRS_PER_BATCH
+    if device.type == "cuda" and height and width:
+        free, _ = torch.cuda.mem_get_info(device)
+        pairs = max(1, min(pairs, int(free // 2 // (GPU_BYTES_PER_PIXEL_AND_PAIR * height * width))))
+    return pairs
 
 
 def resolve_params(params: dict | None) -> dict:

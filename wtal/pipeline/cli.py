@@ -288,10 +288,11 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pad-last", action="store_true", help="pad the trailing partial snippet instead of dropping it")
     p.add_argument("--i3d-rgb", help="RGB I3D checkpoint (e.g. rgb_imagenet.pt); random weights when omitted")
     p.add_argument("--i3d-flow", help="flow I3D checkpoint (e.g. flow_imagenet.pt)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="I3D compute precision (bf16 autocast)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
+                   help="I3D arithmetic: strict fp32, tf32 (TF32 convolutions on CUDA; fp32 on CPU) or bf16 autocast")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
-    p.add_argument("--batch", type=int, default=8,
-                   help="16-frame snippets decoded, flowed and fed to I3D at once (bounds memory; raise it on a GPU)")
+    p.add_argument("--batch", type=int,
+                   help="16-frame snippets decoded and flowed at once (bounds memory; default 8 on CPU, 32 on CUDA)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: embedded local Ray)")
     p.add_argument("--workers", type=int, help="local Ray CPUs (default: all cores)")
 

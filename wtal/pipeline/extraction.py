@@ -67,15 +67,16 @@ class ExtractWorker:
     context and retries the video. `threads` is the number of CPUs the actor reserved.
     """
 
-    def __init__(self, settings: ExtractSettings, key_fields: dict, cache_root: str, device: str, batch: int,
+    def __init__(self, settings: ExtractSettings, key_fields: dict, cache_root: str, device: str, batch: int | None,
                  threads: int = 1):
         set_threads(device, reserved=threads)
         self.settings, self.key_fields, self.device, self.batch = settings, key_fields, device, batch
         self.cache = FeatureCache(cache_root)
         self.extractor: Extractor | None = None
 
-    def extract(self, path: str, video_id: str, key: str) -> dict[str, Any]:
-        """Extract one video into the cache; failures become records.
+    def extract(self, path: str, video_id: str, key: str, next_path: str | None = None) -> dict[str, Any]:
+        """Extract one video into the cache; failures become records. `next_path` (the video this
+        actor gets next) starts decoding in the background meanwhile.
 
         The entry is written atomically (see wtal.extract.cache), so an actor killed at any point
         leaves no partial entry and the retry recomputes the same features. The returned record
@@ -97,7 +98,7 @@ class ExtractWorker:
                 if self.extractor.flow_backend != self.key_fields["flow"]:
                     raise PipelineError(f"this worker computes flow with {self.extractor.flow_backend!r} but the "
                                         f"cache key says {self.key_fields['flow']!r}; pass --flow explicitly")
-            features = self.extractor.extract(path, on_frames=count)
+            features = self.extractor.extract(path, on_frames=count, next_path=next_path)
             record = self.cache.put(key, video_id, features, self.key_fields, path)
         except Exception as exc:  # one bad video never stops the others: it is recorded instead
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
@@ -167,7 +168,8 @@ class ExtractSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto", batch: int = 8,
+def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings, device: str = "auto",
+                   batch: int | None = None,
                    ray_address: str | None = None, workers: int | None = None, hook: Hook | None = None) -> ExtractSummary:
     """Extract every video not yet in the cache under `settings` on a pool of Ray actors.
 
@@ -177,7 +179,9 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     fewer videos than CPUs, each CPU actor takes several CPUs (no more than a node has) and as
     many threads, so a single video still uses the machine. Nothing in the driver touches CUDA,
     so it may run on a CPU-only head node. Each actor gets
-    the next video as soon as it is done with one. An actor whose process dies mid-video is
+    the next video as soon as it is done with one; a GPU actor is told which one while it works
+    on the current one, and decodes it ahead. `batch` is snippets per chunk (default: the
+    Extractor's for the device). An actor whose process dies mid-video is
     restarted and the video retried (`EXTRACT_RETRIES` times); only the driver updates the
     manifest, after each finished video, so a killed run loses no finished video and a re-run
     skips them. Ray is not started when every video is cached. Each finished video is reported
@@ -211,15 +215,20 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
     actors = [worker_class.remote(settings, key_fields, root, task_device, batch, threads) for _ in range(count)]
     queue = list(reversed(todo))
     pending: dict[Any, tuple[str, Any]] = {}
+    reserved: dict[Any, str] = {}  # GPU actor -> the video it was told it gets next
 
     def submit(actor) -> None:
-        vid = queue.pop()
-        pending[actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid])] = (vid, actor)
+        vid = reserved.pop(actor, None) or queue.pop()
+        hint = None
+        if use_gpu and queue:
+            reserved[actor] = queue.pop()
+            hint = str(videos[reserved[actor]].resolve())
+        pending[actor.extract.remote(str(videos[vid].resolve()), vid, keys[vid], hint)] = (vid, actor)
 
     start = time.perf_counter()
     try:
         for actor in actors:
-            if queue:
+            if queue or actor in reserved:
                 submit(actor)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -230,7 +239,7 @@ def extract_videos(inputs: list[str], cache_root: str, settings: ExtractSettings
                 detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
                 reason = f"{type(exc).__name__} after {EXTRACT_RETRIES} retries: {detail}"
                 record = cache.put_failure(keys[vid], vid, reason, key_fields, str(videos[vid].resolve()))
-            if queue:
+            if queue or actor in reserved:
                 submit(actor)  # a restarted actor takes the next video too
             cache.update_manifest({vid: record["key"]})
             summary.records.append(record)
