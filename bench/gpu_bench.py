@@ -89,9 +89,9 @@ def step_tvl1(device: torch.device, quick: bool) -> None:
             reps = -(-batch // 8)
             i0, i1 = gray[:-1].repeat(reps, 1, 1, 1)[:batch], gray[1:].repeat(reps, 1, 1, 1)[:batch]
             try:
-                _, first = timed(device, lambda: tvl1_pairs(i0, i1, params, mode=mode))  # noqa: B023
-                flow, seconds = timed(device, lambda: tvl1_pairs(i0, i1, params, mode=mode))  # noqa: B023
-            except Exception as exc:  # noqa: BLE001 - reported, and the next configuration runs
+                _, first = timed(device, lambda: tvl1_pairs(i0, i1, params, mode=mode))
+                flow, seconds = timed(device, lambda: tvl1_pairs(i0, i1, params, mode=mode))
+            except Exception as exc:  # reported, and the next configuration runs
                 say(f"{side:>5} px {mode:>9} {batch:>6}   failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
                 torch.cuda.empty_cache()
                 continue
@@ -118,10 +118,12 @@ def step_i3d(device: torch.device, quick: bool) -> None:
             rgb = torch.rand(batch, 3, SNIPPET_FRAMES, size, size, device=device) * 2 - 1
             flow = torch.rand(batch, 2, SNIPPET_FRAMES, size, size, device=device) * 2 - 1
             try:
-                run = lambda: (ex._i3d(ex.rgb, rgb), ex._i3d(ex.flow, flow))  # noqa: B023
+                def run(ex=ex, rgb=rgb, flow=flow):
+                    return ex._i3d(ex.rgb, rgb), ex._i3d(ex.flow, flow)
+
                 run()
                 seconds = sorted(timed(device, run)[1] for _ in range(3))[1]
-            except Exception as exc:  # noqa: BLE001 - reported, and the next configuration runs
+            except Exception as exc:  # reported, and the next configuration runs
                 say(f"{precision:>9} {batch:>6}   failed: {type(exc).__name__}: {str(exc).splitlines()[0][:150]}")
                 torch.cuda.empty_cache()
                 continue
@@ -185,7 +187,7 @@ def step_e2e(device: torch.device, quick: bool, seconds: float) -> None:
         del warm
         count = []
         stream = prefetch(cv2_chunks(clips(), frames, ex.settings.short_side, chunk))
-        feats, wall = timed(device, lambda: ex.extract_chunks(stream, "clips", on_frames=count.append))  # noqa: B023
+        feats, wall = timed(device, lambda: ex.extract_chunks(stream, "clips", on_frames=count.append))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         say(f"{precision}: {sum(count)} frames in {wall:.1f} s = {sum(count) / wall:.1f} frames/s "
             f"({feats.shape[0]} snippets, batch {ex.batch} snippets, I3D micro-batch {ex.i3d_batch}); "

@@ -28,8 +28,8 @@ import contextlib
 import logging
 import queue
 import threading
-from dataclasses import asdict, dataclass
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def default_batch(device) -> int:
     return SNIPPETS_PER_CHUNK["cuda" if str(device).startswith("cuda") else "cpu"]
 
 
-class prefetch:  # noqa: N801 - used like the generator function it replaced
+class prefetch:  # used like the generator function it replaced
     """Iterate `items` in order while a background thread, started at once, produces up to `depth`
     of them ahead (`items` may be a generator that opens a file at its first item: the opening
     then happens in the thread too).
@@ -136,7 +136,7 @@ class prefetch:  # noqa: N801 - used like the generator function it replaced
                 if not self._put(("item", item)):
                     return
             self._put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
+        except BaseException as exc:  # handed to the consumer, which re-raises it
             self._put(("error", exc))
         finally:
             close = getattr(self._items, "close", None)
@@ -357,8 +357,8 @@ class Extractor:
         buffer = np.zeros((0,), dtype=np.uint8)
         rows: list[np.ndarray] = []
         total = 0
-        with contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext(chunks) as stream:
-            for chunk in stream:
+        try:
+            for chunk in chunks:
                 total += len(chunk)
                 if on_frames:
                     on_frames(len(chunk))
@@ -366,6 +366,10 @@ class Extractor:
                 while len(buffer) > step:
                     rows.append(self._snippets(buffer[:step], buffer[step], self.batch))
                     buffer = buffer[step:]
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         if total == 0:
             raise DecodeError(f"{name}: no frames decoded")
         full, rest = divmod(len(buffer), SNIPPET_FRAMES)

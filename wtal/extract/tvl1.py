@@ -416,7 +416,7 @@ def _call_compiled(mode: str, fn, fallback, *args):
             return fn(*args)
         except torch.OutOfMemoryError:
             raise
-        except Exception as exc:  # noqa: BLE001 - torch.compile's errors have no common base class
+        except Exception as exc:  # torch.compile's errors have no common base class
             log.warning("TV-L1 mode %r failed (%s: %s); using eager PyTorch ops", mode,
                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             _BROKEN.add(mode)
