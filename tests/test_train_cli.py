@@ -197,5 +197,5 @@ def test_every_command_and_option_is_documented_with_its_default():
     assert undocumented == []
     assert "extract" in " ".join(pages) and len(pages) >= 11
     squeeze = " ".join(pages["wtal extract"].split())
-    assert "(default: 25.0)" in squeeze and "(default: 8)" in squeeze and "(default: fp32)" in squeeze
+    assert "(default: 25.0)" in squeeze and "(default: 8 on CPU, 32 on CUDA)" in squeeze and "(default: fp32)" in squeeze
     assert "(default: 0)" in " ".join(pages["wtal clicks simulate"].split())

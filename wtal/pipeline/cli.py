@@ -292,7 +292,7 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
                    help="I3D arithmetic: strict fp32, tf32 (TF32 convolutions on CUDA; fp32 on CPU) or bf16 autocast")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help=DEVICE_HELP)
     p.add_argument("--batch", type=int,
-                   help="16-frame snippets decoded and flowed at once (bounds memory; default 8 on CPU, 32 on CUDA)")
+                   help="16-frame snippets decoded and flowed at once, bounds memory (default: 8 on CPU, 32 on CUDA)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: embedded local Ray)")
     p.add_argument("--workers", type=int, help="local Ray CPUs (default: all cores)")
 
