@@ -84,3 +84,16 @@ def test_train_records_the_preset(tmp_path):
     assert payload["train_config"]["epochs"] == 1 and payload["test_config"]["class_threshold"] == 0.05
     log = json.loads((run / "train_log.json").read_text())
     assert log["preset"]["name"] == "activitynet13" and log["preset"]["values"]["max_len"] == 100
+
+
+def test_wtal_models_prints_a_preset_with_sources(capsys):
+    from wtal.pipeline.cli import main
+
+    assert main(["models", "backtal", "--preset", "activitynet13"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("backtal --preset activitynet13")
+    assert "not published (THUMOS14 value)" in out and "epochs" in out
+    assert main(["models", "ecm", "--preset", "activitynet13"]) == 0
+    out = capsys.readouterr().out
+    assert "experiments/ActivityNet1.3.yaml" in out and "0.6" in out
+    assert main(["models", "--preset", "thumos14"]) != 0

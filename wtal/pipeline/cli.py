@@ -195,9 +195,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .model_info import model_settings, models_table
+    from .model_info import model_presets, model_settings, models_table
 
-    print("\n".join(model_settings(args.name) if args.name else models_table()))
+    if args.preset and not args.name:
+        raise SettingsError("wtal models --preset needs a model name: wtal models NAME --preset P")
+    if args.preset:
+        print("\n".join(model_presets(args.name, args.preset)))
+    else:
+        print("\n".join(model_settings(args.name) if args.name else models_table()))
     return 0
 
 
@@ -418,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="the localizers, or one model's settings with defaults")
     p.add_argument("name", nargs="?", help="a model: print its model, training and test settings")
+    p.add_argument("--preset", choices=["thumos14", "activitynet12", "activitynet13"],
+                   help="print the values this dataset preset sets for the model, each with its source")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("clicks", help="background clicks for BackTAL")

@@ -26,6 +26,17 @@ def model_settings(name: str) -> list[str]:
     return [title] + format_settings(settings(cls))
 
 
+def model_presets(name: str, preset: str) -> list[str]:
+    """What `wtal train --preset` sets for one model: value and source per setting, "not published"
+    ones with the THUMOS14 value they keep (`wtal.models.presets`)."""
+    from ..models import split_settings
+    from ..models.presets import format_preset
+
+    cls = get_localizer(name)
+    hp, train, test = split_settings(cls, None)
+    return format_preset(cls.name, preset, {**hp, **train, **test})
+
+
 def format_settings(table: list[Setting]) -> list[str]:
     """Settings grouped as model / training / test, one aligned line each (name, default, type, help)."""
     width = max(len(s.name) for s in table)
