@@ -12,6 +12,7 @@ from wtal.data.features import DEFAULT_SNIPPET_SECONDS
 from wtal.data.synthetic import make_feature_dataset
 from wtal.models.checkpoint import load_checkpoint, save_checkpoint
 from wtal.models.train import VideoItem, detect_videos
+from wtal.postprocess.proposals import VIDEO_FRAMES_PER_SNIPPET, VIDEO_SNIPPET_SECONDS
 
 CLASSES = ["action_0", "action_1", "action_2"]
 
@@ -103,7 +104,9 @@ def assert_short_videos_work(model, batch: dict[str, Any], epoch: int = 0, backw
     if backward:
         losses["total"].backward()
     length = int(batch["mask"][0].sum())
-    proposals, inference = model.detect(torch.randn(length, batch["features"].shape[-1]), type(model).test_defaults)
+    # the per-video time base detect_videos adds (wtal's 16-frame snippets at 25 fps)
+    cfg = {**type(model).test_defaults, VIDEO_SNIPPET_SECONDS: 0.64, VIDEO_FRAMES_PER_SNIPPET: 16.0}
+    proposals, inference = model.detect(torch.randn(length, batch["features"].shape[-1]), cfg)
     assert inference.cas.shape == (length, batch["labels"].shape[1])
     assert all(0 <= p.start < p.end <= length for p in proposals)
     return proposals

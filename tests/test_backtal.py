@@ -36,12 +36,24 @@ def test_registered_with_paper_defaults():
                   "embed_hidden": 512, "embed_dim": 32, "click_weight": 1.0, "separation_weight": 1.0,
                   "affinity_weight": 0.8, "tau_same": 0.5, "tau_diff": 0.1}
     assert train == {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
-                     "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                     "train_sampling": "perturb", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.0, 0.25, 0.025)
     assert (test["oic_outer_ratio"], test["oic_class_weight"], test["nms_threshold"]) == (0.25, 0.2, 0.55)
+    # BackTAL's official test: T = 750 (experiments/THUMOS14.yaml:28), OIC on cas_temp and the CAS resized to
+    # frame_num (lib/post_process/functions.py:170,178-184), real class score (functions.py:214-220), NMS +1 s
+    assert (test["test_sampling"], test["test_len"], test["oic_signal"]) == ("interpolate", 750, "thresholded")
+    assert (test["cas_upsample"], test["class_score"], test["nms_overlap"]) == ("frames", "weighted", "tiou_plus_one")
+    assert test["max_detections"] is None
     hp, train, test = split_settings(BaSNet, None)
     assert hp == {"hidden": 2048, "filter_hidden": 512, "dropout": 0.7, "topk_fraction": 0.125, "norm_weight": 1e-4}
     assert train["epochs"] == 115 and train["lr"] == 1e-4 and test["nms_threshold"] == 0.7
+    # Pilhyeon/BaSNet-pytorch: random perturbed 750 in training (thumos_features.py:136-151), x24 upsampling
+    # (utils.py:11-16), binarised score (test.py:39-40), OIC on cas_temp (test.py:61-71), NMS +1 s (utils.py:92-106)
+    assert (train["train_sampling"], train["max_len"], test["test_sampling"], test["test_len"]) == (
+        "perturb", 750, "interpolate", 750)
+    assert (test["cas_upsample"], test["class_score"], test["oic_signal"], test["nms_overlap"]) == (
+        "24", "constant", "thresholded", "tiou_plus_one")
+    assert test["max_detections"] is None
 
 
 def test_affinity_conv_hand_worked():

@@ -39,11 +39,14 @@ def test_registered_with_paper_defaults():
     assert hp == {"two_stream": True, "attention_hidden": 256, "latent_dim": 64, "cvae_hidden": 128, "prior_scale": 1.0,
                   "kl_weight": 0.1, "fg_weight": 1.0, "bg_weight": 0.03, "guide_weight": 0.1, "guide_sigma": 1.0,
                   "recon_weights": (0.5, 0.3), "warmup_epochs": 300, "cvae_steps": 1}
-    assert train == {"lr": 1e-3, "weight_decay": 1e-4, "adam_betas": (0.8, 0.999), "batch_size": 32, "epochs": 3,
+    # Adam without weight decay (bfshi/DGAM... lib/utils/utils.py:53-58; TRAIN.WD only reaches SGD)
+    assert train == {"lr": 1e-3, "weight_decay": 0.0, "adam_betas": (0.8, 0.999), "batch_size": 32, "epochs": 3,
                      "max_len": 400, "train_sampling": "segments",
                      "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.1 and test["attention_thresholds"] == (0.03, 0.08)
     assert test["frame_score_ratios"] == (0.35, 0.65) and test["outer_weight"] == 0.3 and test["nms_threshold"] == 0.4
+    # DGAM paper §4.2: at test T_max = 400 snippets sampled uniformly (lib/dataset/dataset.py:55); no cap
+    assert (test["test_sampling"], test["test_len"], test["max_detections"]) == ("uniform", 400, None)
 
 
 def test_streams_split_the_feature_halves():

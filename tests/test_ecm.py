@@ -25,9 +25,15 @@ def test_registered_with_paper_defaults():
     hp, train, test = split_settings(ECM, {"hidden": "64", "nms_threshold": "0.5", "epochs": "3"})
     assert hp == {"hidden": 64, "dropout": 0.5, "topk_fraction": 0.125, "folds": 3, "c2c_weight": 0.05, "a2c_weight": 5.0}
     assert train == {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
-                     "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                     "train_sampling": "interpolate", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.01, 0.2, 0.025)
     assert (test["oic_outer_ratio"], test["oic_class_weight"], test["nms_threshold"]) == (0.4, 0.15, 0.5)
+    # the official code behind the THUMOS14 table: T = 750 in training and test (ECM paper §4.1;
+    # lib/dataset/dataset.py), OIC on cas_temp, CAS resized to frame_num (lib/post_process/functions.py:142,150-157),
+    # NMS +1 in seconds (lib/post_process/nms.py:10,20,24), no detection cap (functions.py:160-165)
+    assert (test["test_sampling"], test["test_len"]) == ("interpolate", 750)
+    assert (test["oic_signal"], test["cas_upsample"], test["nms_overlap"]) == ("thresholded", "frames", "tiou_plus_one")
+    assert test["max_detections"] is None
 
 
 def test_fold_aggregate_hand_worked():

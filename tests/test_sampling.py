@@ -87,9 +87,12 @@ def test_train_sampling_setting_reaches_training():
     with pytest.raises(ValueError, match="train_sampling='random'"):
         train_localizer(model, items, {**train, "train_sampling": "random"}, torch.device("cpu"))
     # CleanNet trains on whole videos ("native", tests/test_cleannet.py), as its paper does
-    for name in ("ecm", "basnet", "backtal", "rskp", "dgam"):
+    # issue 13: each method's official sampling (pinned with sources in tests/test_{ecm,backtal,dgam}.py)
+    expected = {"ecm": ("interpolate", "interpolate"), "basnet": ("perturb", "interpolate"),
+                "backtal": ("perturb", "interpolate"), "rskp": ("segments", "native"), "dgam": ("segments", "uniform")}
+    for name, modes in expected.items():
         cls = get_localizer(name)
-        assert cls.train_defaults["train_sampling"] == "segments" and cls.test_defaults["test_sampling"] == "native"
+        assert (cls.train_defaults["train_sampling"], cls.test_defaults["test_sampling"]) == modes
 
 
 DURATION, ACTION = 300.0, (120.0, 150.0)

@@ -37,6 +37,14 @@ with L_base, L_supp the softmax cross-entropy of BackTAL's public code. A video 
 contributes nothing to the click terms. Padded snippets are masked out of every convolution
 (hidden activations and embeddings are zeroed there), pooling and loss, so a padded video
 predicts exactly what it predicts alone.
+
+Protocol defaults as the official code (reviews/backtal.md 3.1, 5.3-5.6 and §6, fixed): 750 slots
+in training by BaS-Net's random perturbed sampling, linear interpolation to 750 at test, OIC on
+the thresholded CAS, NMS with "+1 second" overlap, no detection cap; BaS-Net upsamples the CAS
+x24 and binarises the class-score term (+0.2 per proposal, Pilhyeon/BaSNet-pytorch test.py:39-40),
+BackTAL upsamples to frames and keeps the real score. Not done: the official THUMOS14 test's extra
+proposals from the first-layer feature norm (review 5.2). Deliberate: the last epoch is kept
+(the official codes pick the best test-set evaluation, review 5.1).
 """
 from __future__ import annotations
 
@@ -121,16 +129,20 @@ class BaSNet(Localizer):
     conv_bias = True
     # the public code: 1500 iterations of batch 16 on THUMOS14's 200 validation videos
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 115, "max_len": 750,
-                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                      "train_sampling": "perturb", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.0, 0.25, 0.025),
         "oic_outer_ratio": 0.25,
         "oic_class_weight": 0.2,
         "nms_threshold": 0.7,
-        "test_sampling": "native",
+        "test_sampling": "interpolate",
         "test_len": 750,
         **POSTPROCESS_DEFAULTS,
+        "oic_signal": "thresholded",
+        "cas_upsample": "24",
+        "class_score": "constant",
+        "nms_overlap": "tiou_plus_one",
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, filter_hidden: int = 512,
@@ -213,8 +225,8 @@ class BackTAL(BaSNet):
     needs_clicks = True
     conv_bias = False
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
-                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
-    test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55}
+                      "train_sampling": "perturb", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+    test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55, "cas_upsample": "frames", "class_score": "weighted"}
 
     def __init__(self, feature_dim: int, num_classes: int, embed_hidden: int = 512, embed_dim: int = 32,
                  click_weight: float = 1.0, separation_weight: float = 1.0, affinity_weight: float = 0.8,

@@ -30,8 +30,9 @@ N(r lambda, I)) with lambda fixed.
 Training alternates (`fit_step`): for each batch, (1) `cvae_steps` CVAE updates with the
 attention model frozen (lambda computed without gradient), then (2) one attention-model update
 with the CVAE frozen (its parameters excluded from the gradient; L_re back-propagates through the
-decoder into lambda only). Two Adam optimisers (lr 1e-3, betas (0.8, 0.999), weight decay 1e-4)
-hold the two parameter sets. Differences from the public code, which alternates whole epochs (one
+decoder into lambda only). Two Adam optimisers (lr 1e-3, betas (0.8, 0.999))
+hold the two parameter sets; no weight decay, as the public code's Adam (its TRAIN.WD reaches
+only SGD; reviews/dgam.md D2, fixed). Differences from the public code, which alternates whole epochs (one
 CVAE pass, then one attention pass), trains the rgb and flow models in turns of 10 epochs and
 picks its checkpoint on the test set: wtal alternates per batch, updates both streams (whose
 parameters are disjoint) in the same step, trains a fixed number of epochs, weighs L_fg by 1 for
@@ -46,7 +47,9 @@ linear interpolation; snippets where 0.8 wtcam + 0.2 lambda^2 exceeds the stream
 0.03, flow 0.08) are grouped into segments scored as inner mean minus 0.3 x (left outer mean +
 right outer mean), each outer band a quarter of the segment plus one step; the rgb and flow
 proposals are united and suppressed by per-class NMS at 0.5 (also for a class only one stream
-predicts, which the public code leaves unsuppressed).
+predicts, which the public code leaves unsuppressed). Videos longer than T_max = 400 snippets
+are sampled uniformly to 400 at test (paper §4.2; D3, fixed; the public code also stretches videos
+shorter than 50, wtal keeps them whole); no detection cap (D4, fixed).
 """
 from __future__ import annotations
 
@@ -158,7 +161,7 @@ class DGAM(Localizer):
                     "warmup_epochs": "epochs of the reconstruction warm-up", "cvae_steps": "CVAE steps per batch"}
     train_defaults = {
         "lr": 1e-3,
-        "weight_decay": 1e-4,
+        "weight_decay": 0.0,
         "adam_betas": (0.8, 0.999),
         "batch_size": 32,
         "epochs": 6000,
@@ -175,7 +178,7 @@ class DGAM(Localizer):
         "upsample_scale": 20,
         "outer_weight": 0.3,
         "nms_threshold": 0.5,
-        "test_sampling": "native",
+        "test_sampling": "uniform",
         "test_len": 400,
         "class_fallback": "top",
         "threshold_smoothing": 0.0,

@@ -32,6 +32,12 @@ own W^b (the public code also multiplies by W^a and averages absent classes' ent
 Test: softmax(s_pre) rejects classes below 0.25; the CAS, clipped at zero and min-max
 normalised per class, is thresholded at 0.01:0.2 step 0.025; proposals score OIC with outer
 ratio 0.4 plus 0.15 x class score; per-class NMS 0.6.
+
+Protocol defaults as the official code that produced the THUMOS14 table (reviews/ecm.md A4-A8,
+fixed): every video linearly interpolated to T = 750 in training and test (paper §4.1), OIC on
+the thresholded CAS, the CAS upsampled to frames before thresholding, NMS with "+1 second"
+overlap (suppress at >= 0.6), no detection cap. A9 (the official code keeps the best of its
+test-set evaluations) is the one deliberate difference: wtal keeps the last epoch.
 """
 from __future__ import annotations
 
@@ -75,16 +81,19 @@ class ECM(Localizer):
                     "c2c_weight": "weight of L_c2c (MSE of the pre and post video scores)",
                     "a2c_weight": "weight of L_a2c"}
     train_defaults = {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 150, "max_len": 750,
-                      "train_sampling": "segments", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                      "train_sampling": "interpolate", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {
         "class_threshold": 0.25,
         "cas_thresholds": (0.01, 0.2, 0.025),
         "oic_outer_ratio": 0.4,
         "oic_class_weight": 0.15,
         "nms_threshold": 0.6,
-        "test_sampling": "native",
+        "test_sampling": "interpolate",
         "test_len": 750,
         **POSTPROCESS_DEFAULTS,
+        "oic_signal": "thresholded",
+        "cas_upsample": "frames",
+        "nms_overlap": "tiou_plus_one",
     }
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5,

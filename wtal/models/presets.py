@@ -52,6 +52,12 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "oic_outer_ratio": (0.4, f"{_ECM} lib/post_process/functions.py (reviews/ecm.md C)"),
             "oic_class_weight": (0.15, f"{_ECM} lib/post_process/functions.py (reviews/ecm.md C)"),
             "nms_threshold": (0.6, f"{_ECM} lib/post_process/nms.py:24"),
+            "train_sampling": ("interpolate", f"{_ECM_P}: each video evenly divided into T snippets; "
+                               f"{_ECM} lib/dataset/dataset.py (fixed T = 750 features)"),
+            "test_sampling": ("interpolate", f"{_ECM_P}; {_ECM} lib/dataset/dataset.py (T = 750 at test)"),
+            "oic_signal": ("thresholded", f"{_ECM} lib/post_process/functions.py:150-157,84-94 (cas_temp)"),
+            "cas_upsample": ("frames", f"{_ECM} lib/post_process/functions.py:142 (CAS resized to frame_num)"),
+            "nms_overlap": ("tiou_plus_one", f"{_ECM} lib/post_process/nms.py:10,20,24 (+1 in seconds, suppress >=)"),
             "tiou": (THUMOS_TIOU, "ECM paper Table 3 (THUMOS14, mAP@0.1:0.7)"),
         },
         "activitynet12": {
@@ -106,6 +112,13 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "oic_outer_ratio": (0.25, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
             "oic_class_weight": (0.2, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
             "nms_threshold": (0.55, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
+            "train_sampling": ("perturb", f"{_BAS} thumos_features.py:136-151 (BackTAL's baseline sampler; "
+                               f"{_BT} experiments/THUMOS14.yaml:28 NUM_SEGMENTS 750)"),
+            "test_sampling": ("interpolate", f"{_BT_P}: features scaled to a fixed length by linear interpolation"),
+            "oic_signal": ("thresholded", f"{_BT} lib/post_process/functions.py:178-184,116-124 (cas_temp)"),
+            "cas_upsample": ("frames", f"{_BT} lib/post_process/functions.py:170 (CAS resized to frame_num)"),
+            "class_score": ("weighted", f"{_BT} lib/post_process/functions.py:214-220 (score before binarising)"),
+            "nms_overlap": ("tiou_plus_one", f"{_BT} lib/post_process/nms.py:10,20,24 (+1 in seconds, suppress >=)"),
             "tiou": ("0.3:0.7:0.1", f"{_BT_P} Evaluation Metric: tIoU 0.3, 0.4, 0.5, 0.6, 0.7 on THUMOS14"),
         },
         "activitynet12": {
@@ -137,6 +150,13 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "oic_outer_ratio": (0.25, f"{_BAS} utils.py:28-39"),
             "oic_class_weight": (0.2, f"{_BAS} utils.py:28-39"),
             "nms_threshold": (0.7, f"{_BAS} utils.py:92-106"),
+            "train_sampling": ("perturb", f"{_BAS} thumos_features.py:136-151 (random perturbed, repeats short videos)"),
+            "test_sampling": ("interpolate", f"issue 13 (the paper's linear interpolation; {_BAS} "
+                              "thumos_features.py:154-159 takes floor-uniform snippets)"),
+            "oic_signal": ("thresholded", f"{_BAS} test.py:61-71, utils.py:28-39 (wtcam = cas_temp)"),
+            "cas_upsample": ("24", f"{_BAS} test.py:56, utils.py:11-16 (linear x24)"),
+            "class_score": ("constant", f"{_BAS} test.py:39-40,71 (score_np binarised in place: +0.2 each)"),
+            "nms_overlap": ("tiou_plus_one", f"{_BAS} utils.py:92,102-106 (+1 in seconds, suppress >=)"),
         },
         "activitynet12": {},
         "activitynet13": {},
@@ -187,11 +207,13 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
     "dgam": {
         "thumos14": {
             "lr": (1e-3, f"{_DG} lib/core/config.py (reviews/dgam.md §3)"),
+            "weight_decay": (0.0, f"{_DG} lib/utils/utils.py:53-58 (Adam without weight decay)"),
             "adam_betas": ((0.8, 0.999), f"{_DG} lib/utils/utils.py:53-58"),
             "batch_size": (32, f"{_DG} lib/core/config.py (reviews/dgam.md §3)"),
             "epochs": (6000, f"{_DG} lib/core/config.py:114 (END_EPOCH)"),
             "max_len": (400, f"{_DG} lib/dataset/dataset.py (T = 400)"),
             "test_len": (400, f"DGAM paper §4.2; {_DG} lib/dataset/dataset.py:55 (T' = 400)"),
+            "test_sampling": ("uniform", f"DGAM paper §4.2: T_max frames sampled uniformly; {_DG} lib/utils/utils.py:126-136"),
             "bg_weight": (0.03, "DGAM paper §4.2: alpha = 0.03"),
             "guide_weight": (0.1, "DGAM paper §4.2: gamma2 = 0.1"),
             "recon_weights": ((0.5, 0.3), "DGAM paper §4.2: gamma1 = 0.5 (rgb) / 0.3 (flow)"),
