@@ -250,7 +250,7 @@ class FeatureCache(CacheReader):
             fps = {(self.read_record(k) or {}).get("settings", {}).get("fps") for k in current.values()}
             if len(fps) == 1:
                 meta["fps"] = fps.pop()
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_json_atomic(out / "meta.json", meta)
         return len(current)
 
     def gc(self, dry_run: bool = False) -> tuple[int, int]:
