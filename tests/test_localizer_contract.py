@@ -10,6 +10,7 @@ import torch
 
 from wtal.models import REGISTRY, split_settings
 from wtal.models.checkpoint import load_checkpoint, save_checkpoint
+from wtal.postprocess.proposals import VIDEO_FRAMES_PER_SNIPPET, VIDEO_SNIPPET_SECONDS
 
 from helpers import junk_padding, tiny_batch
 
@@ -23,6 +24,8 @@ SMALL = {
     "dgam": {"attention_hidden": 16, "latent_dim": 8, "cvae_hidden": 16},
     "cleannet": {"hidden": 8},
 }
+# the per-video time base detect_videos adds (16-frame snippets at 25 fps): frame-level CAS upsampling needs it
+TIME_BASE = {VIDEO_SNIPPET_SECONDS: 0.64, VIDEO_FRAMES_PER_SNIPPET: 16.0}
 LATE = 1000  # an epoch past every warm-up and training stage
 NAMES = sorted(REGISTRY)
 
@@ -84,7 +87,7 @@ def test_outputs_and_inference_have_the_declared_shapes(name):
     assert inference.cas.shape == (13, 4) and inference.video_scores.shape == (4,)
     assert inference.cas.dtype == np.float32 and 0 <= inference.cas.min() and inference.cas.max() <= 1
     assert 0 <= inference.video_scores.min() and inference.video_scores.max() <= 1
-    proposals, _ = model.detect(torch.randn(13, 12), {**type(model).test_defaults, "class_threshold": 0.0})
+    proposals, _ = model.detect(torch.randn(13, 12), {**type(model).test_defaults, **TIME_BASE, "class_threshold": 0.0})
     assert proposals and all(0 <= p.label < 4 and 0 <= p.start < p.end <= 13 for p in proposals)
 
 
@@ -142,7 +145,7 @@ def test_very_short_videos(name, lengths):
     model.fit_step(batch, model.make_optimizers(type(model).train_defaults), LATE)
     model.eval()
     for length in sorted(set(lengths)):
-        proposals, inference = model.detect(torch.randn(length, 8), type(model).test_defaults)
+        proposals, inference = model.detect(torch.randn(length, 8), {**type(model).test_defaults, **TIME_BASE})
         assert inference.cas.shape == (length, 3) and np.isfinite(inference.cas).all()
         assert all(0 <= p.start < p.end <= length for p in proposals)
 
