@@ -23,7 +23,8 @@ from helpers import (
 def test_registered_with_paper_defaults():
     assert get_localizer("ecm") is ECM
     hp, train, test = split_settings(ECM, {"hidden": "64", "nms_threshold": "0.5", "epochs": "3"})
-    assert hp == {"hidden": 64, "dropout": 0.5, "topk_fraction": 0.125, "folds": 3, "c2c_weight": 0.05, "a2c_weight": 5.0}
+    assert hp == {"hidden": 64, "dropout": 0.5, "topk_fraction": 0.125, "folds": 3, "c2c_weight": 0.05, "a2c_weight": 5.0,
+                  "aggregate": "sum", "aggregate_len": 750, "a2c_background": "official"}
     assert train == {"lr": 2e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
                      "train_sampling": "interpolate", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.01, 0.2, 0.025)
@@ -39,17 +40,55 @@ def test_registered_with_paper_defaults():
 def test_fold_aggregate_hand_worked():
     x = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0]]])  # x_t = (t, 1)
     w = torch.tensor([[[0.5], [1.0], [0.25], [0.5], [1.0]]])
-    agg, valid = fold_aggregate(x, w, torch.ones(1, 5, dtype=torch.bool), 3)
+    agg, valid = fold_aggregate(x, w, torch.ones(1, 5, dtype=torch.bool), 3, "mean")
     # fold 0 = {0, 3}: (0.5*(0,1) + 0.5*(3,1)) / 1 ; fold 1 = {1, 4}: ((1,1) + (4,1)) / 2 ; fold 2 = {2}
     assert torch.allclose(agg[0, 0], torch.tensor([[1.5, 1.0], [2.5, 1.0], [2.0, 1.0]]))
     assert valid.tolist() == [[True, True, True]]
     # snippet 4 padded: fold 1 keeps only snippet 1
-    agg, valid = fold_aggregate(x, w, torch.tensor([[True, True, True, True, False]]), 3)
+    agg, valid = fold_aggregate(x, w, torch.tensor([[True, True, True, True, False]]), 3, "mean")
     assert torch.allclose(agg[0, 0], torch.tensor([[1.5, 1.0], [1.0, 1.0], [2.0, 1.0]]))
     # a single snippet fills fold 0 only; empty folds are zero and flagged invalid
-    agg, valid = fold_aggregate(x[:, :1], w[:, :1], torch.ones(1, 1, dtype=torch.bool), 3)
+    agg, valid = fold_aggregate(x[:, :1], w[:, :1], torch.ones(1, 1, dtype=torch.bool), 3, "mean")
     assert torch.allclose(agg[0, 0], torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
     assert valid.tolist() == [[True, False, False]]
+
+
+def test_fold_sum_hand_worked_at_the_nominal_length():
+    # Eq. 1: f_c = sum_t w_t x_t per fold, scaled by nominal_len / T (exactly the sum at T = nominal_len)
+    x = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0]]])
+    w = torch.tensor([[[0.5], [1.0], [0.25], [0.5], [1.0]]])
+    agg, _ = fold_aggregate(x, w, torch.ones(1, 5, dtype=torch.bool), 3, "sum", nominal_len=5)
+    # fold 0: 0.5*(0,1) + 0.5*(3,1) ; fold 1: (1,1) + (4,1) ; fold 2: 0.25*(2,1)
+    assert torch.allclose(agg[0, 0], torch.tensor([[1.5, 1.0], [5.0, 2.0], [0.5, 0.25]]))
+    agg, _ = fold_aggregate(x, w, torch.ones(1, 5, dtype=torch.bool), 3, "sum", nominal_len=10)
+    assert torch.allclose(agg[0, 0], 2 * torch.tensor([[1.5, 1.0], [5.0, 2.0], [0.5, 0.25]]))
+    # snippet 4 padded: T = 4, fold 1 keeps (1,1), scale 8/4 = 2
+    agg, _ = fold_aggregate(x, w, torch.tensor([[True, True, True, True, False]]), 3, "sum", nominal_len=8)
+    assert torch.allclose(agg[0, 0], 2 * torch.tensor([[1.5, 1.0], [1.0, 1.0], [0.5, 0.25]]))
+
+
+def test_official_background_weights():
+    # the public code's background entry: ground-truth class g aggregates with w_g (1 - w_g), an absent class c
+    # the mean over ground-truth g of its logit aggregated with w_c (1 - w_g) (lib/models/network.py:82-110)
+    torch.manual_seed(0)
+    model = ECM(4, 3, hidden=8).eval()
+    x, mask = torch.randn(1, 6, 4), torch.ones(1, 6, dtype=torch.bool)
+    w = torch.rand(1, 6, 3)
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    bg = model.official_background_logits(x, w, mask, labels)
+
+    def logits(weights):
+        return model.post_classify(*fold_aggregate(x, weights, mask, 3, "sum", 750))[0]
+
+    for g in (0, 1):
+        assert bg[0, g].item() == pytest.approx(logits(w * (1 - w[..., g:g + 1]))[g].item(), rel=1e-5)
+    absent = (logits(w * (1 - w[..., 0:1]))[2] + logits(w * (1 - w[..., 1:2]))[2]) / 2
+    assert bg[0, 2].item() == pytest.approx(absent.item(), rel=1e-5)
+    # the paper's form (Eq. 2, W^b = 1 - W^a) is the forward's background_logits
+    paper = ECM(4, 3, hidden=8, a2c_background="paper")
+    assert paper.a2c_background == "paper"
+    with pytest.raises(ValueError, match="a2c_background='x'"):
+        ECM(4, 3, a2c_background="x")
 
 
 def test_a2c_loss_hand_worked():
@@ -106,7 +145,9 @@ def test_training_lowers_losses_and_repeats():
 
     def run():
         torch.manual_seed(0)
-        model = ECM(24, 3, hidden=32)
+        # the sum aggregation at the scale of these 20-40 snippet videos: at the default 750-snippet
+        # scale the post logits are ~25x larger and 40 steps lower the pre stream's loss by only ~5%
+        model = ECM(24, 3, hidden=32, aggregate_len=30)
         return model, train_localizer(model, items, cfg, torch.device("cpu"), seed=0)
 
     model, history = run()

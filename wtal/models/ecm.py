@@ -11,7 +11,8 @@ class, no bias):
   background weights W^b = 1 - W^a;
 - post-classification stream: snippets are split into G = 3 interleaved folds (t mod 3); for
   every class c and fold g the input features are aggregated into one feature
-  f^a_{c,g} = sum_t W^a_{t,c} x_t / sum_t W^a_{t,c} over the fold's valid snippets, the three
+  f^a_{c,g} = sum_t W^a_{t,c} x_t over the fold's valid snippets (Eq. 1, a weighted sum, at the
+  scale of a 750-snippet video: times 750 / T for a video of T valid snippets), the three
   folds of a class pass through E as a length-3 sequence, and class c's own classifier row
   scores them: s_post[c] = mean_g W_c E(f^a_c)_g. Background features f^b use W^b the same way.
 
@@ -24,10 +25,12 @@ logits and, for every ground-truth class c, applies binary cross-entropy pushing
 and p[C + c] to 0: the transition weights must pick the snippets that carry class c and leave
 none of them to the background aggregate.
 
-Differences from the public code, all for any-length robustness: aggregation is a weighted
-mean (the public code sums, so its scale grows with T), folds with no valid snippet (T < 3)
-are left out of the fold mean, and the background aggregate of every class uses that class's
-own W^b (the public code also multiplies by W^a and averages absent classes' entries).
+The a2c background aggregate (reviews/ecm.md A2, fixed), `a2c_background`: "official" (default,
+what the public code computes, lib/models/network.py:82-110): a ground-truth class g aggregates
+with weights W^a_g (1 - W^a_g), any other class c takes the mean over the video's ground-truth
+classes g of its logit aggregated with W^a_c (1 - W^a_g); "paper": Eq. 2 with W^b = 1 - W^a of
+each class itself. `aggregate="mean"` (sum_t w x / sum_t w) is kept as an option (A1, fixed: the
+sum is the default). Folds with no valid snippet (T < 3) are left out of the fold mean.
 
 Test: softmax(s_pre) rejects classes below 0.25; the CAS, clipped at zero and min-max
 normalised per class, is thresholded at 0.01:0.2 step 0.025; proposals score OIC with outer
@@ -46,28 +49,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import SettingsError
 from ..postprocess.proposals import POSTPROCESS_DEFAULTS, minmax_normalise
 from .base import Inference, Localizer, TemporalConvHead, register, topk_count, topk_mean, video_label_loss
 
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the public code
 
 
+AGGREGATES = ("sum", "mean")
+A2C_BACKGROUNDS = ("official", "paper")
+
+
 def fold_aggregate(features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
-                   folds: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-class weighted means of features over `folds` interleaved temporal folds.
+                   folds: int, mode: str = "sum", nominal_len: int = 750) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class weighted aggregates of features over `folds` interleaved temporal folds.
 
     features (B, T, D), weights (B, T, C), mask (B, T) bool. Snippet t belongs to fold t % folds.
+    "sum" (Eq. 1-2): sum_t w_t x_t over the fold, times nominal_len / (valid snippets of the
+    video), so a video of `nominal_len` snippets gets exactly the paper's sum and any other length
+    the scale it would have at that length; "mean": the sum divided by sum_t w_t.
     Returns aggregated features (B, C, folds, D) and a (B, folds) bool mask of folds that hold
     at least one valid snippet (empty folds are zero vectors).
     """
+    if mode not in AGGREGATES:
+        raise ValueError(f"aggregate={mode!r}: choose one of {', '.join(AGGREGATES)}")
     B, T, _ = features.shape
     fold_of = torch.arange(T, device=features.device) % folds
     member = F.one_hot(fold_of, folds).to(features.dtype).unsqueeze(0) * mask.unsqueeze(-1).to(features.dtype)  # (B, T, G)
     w = weights.unsqueeze(-1) * member.unsqueeze(2)  # (B, T, C, G)
     num = torch.einsum("btcg,btd->bcgd", w, features)
-    den = w.sum(1).unsqueeze(-1)  # (B, C, G, 1)
     valid = member.sum(1) > 0  # (B, G)
-    agg = num / den.clamp(min=1e-6)
+    if mode == "sum":
+        length = mask.sum(1).clamp(min=1).to(features.dtype)  # (B,)
+        agg = num * (nominal_len / length)[:, None, None, None]
+    else:
+        agg = num / w.sum(1).unsqueeze(-1).clamp(min=1e-6)
     return agg * valid[:, None, :, None].to(agg.dtype), valid
 
 
@@ -98,8 +114,13 @@ class ECM(Localizer):
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 2048, dropout: float = 0.5,
                  topk_fraction: float = 0.125,
-                 folds: int = 3, c2c_weight: float = 0.05, a2c_weight: float = 5.0):
+                 folds: int = 3, c2c_weight: float = 0.05, a2c_weight: float = 5.0, aggregate: str = "sum",
+                 aggregate_len: int = 750, a2c_background: str = "official"):
         super().__init__(feature_dim, num_classes)
+        if aggregate not in AGGREGATES:
+            raise SettingsError(f"aggregate={aggregate!r}: choose one of {', '.join(AGGREGATES)}")
+        if a2c_background not in A2C_BACKGROUNDS:
+            raise SettingsError(f"a2c_background={a2c_background!r}: choose one of {', '.join(A2C_BACKGROUNDS)}")
         self.conv1 = TemporalConvHead(feature_dim, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
         self.conv2 = TemporalConvHead(hidden, hidden, layers=1, dropout=0.0, negative_slope=NEGATIVE_SLOPE)
         self.drop = nn.Dropout(dropout)
@@ -134,11 +155,32 @@ class ECM(Localizer):
         k = topk_count(mask, T, self.topk_fraction, B, features.device)
         video_logits = topk_mean(cas, k, mask)
         weights = torch.sigmoid(self.transition(cas.transpose(1, 2))).transpose(1, 2)
-        agg_a, fold_mask = fold_aggregate(x, weights, mask, self.folds)
-        agg_b, _ = fold_aggregate(x, 1.0 - weights, mask, self.folds)
+        agg_a, fold_mask = fold_aggregate(x, weights, mask, self.folds, self.aggregate, self.aggregate_len)
+        agg_b, _ = fold_aggregate(x, 1.0 - weights, mask, self.folds, self.aggregate, self.aggregate_len)
         both = self.post_classify(torch.cat([agg_a, agg_b]), torch.cat([fold_mask, fold_mask]))
         return {"cas": cas, "video_logits": video_logits, "weights": weights,
                 "post_logits": both[:B], "background_logits": both[B:]}
+
+    def official_background_logits(self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
+                                   labels: torch.Tensor) -> torch.Tensor:
+        """Background logits (B, C) as the public code computes them (reviews/ecm.md A2): for each
+        ground-truth class g the features are weighted by W^a_c (1 - W^a_g); a ground-truth class
+        takes its own entry (weights w_g (1 - w_g)), any other class c the mean over the video's
+        ground-truth classes g of its entry. Videos without a label get zeros (no a2c term)."""
+        x = features * mask.unsqueeze(-1).to(features.dtype)
+        present = labels > 0
+        own = x.new_zeros(labels.shape)
+        sums = x.new_zeros(labels.shape)
+        for g in torch.nonzero(present.any(0)).flatten().tolist():
+            agg, fold_mask = fold_aggregate(x, weights * (1.0 - weights[..., g: g + 1]), mask, self.folds,
+                                            self.aggregate, self.aggregate_len)
+            logits = self.post_classify(agg, fold_mask)  # (B, C)
+            has_g = present[:, g].to(x.dtype)
+            sums = sums + logits * has_g.unsqueeze(-1)
+            column = F.one_hot(torch.tensor(g, device=x.device), labels.shape[-1]).to(x.dtype)
+            own = own + column * (logits[:, g] * has_g).unsqueeze(-1)
+        n = present.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
+        return torch.where(present, own, sums / n)
 
     @staticmethod
     def c2c_loss(pre_logits: torch.Tensor, post_logits: torch.Tensor) -> torch.Tensor:
@@ -168,7 +210,10 @@ class ECM(Localizer):
         pre = video_label_loss(out["video_logits"], labels)
         post = video_label_loss(out["post_logits"], labels)
         c2c = self.c2c_loss(out["video_logits"], out["post_logits"])
-        a2c = self.a2c_loss(out["post_logits"], out["background_logits"], labels)
+        background = out["background_logits"]
+        if self.a2c_background == "official":
+            background = self.official_background_logits(batch["features"], out["weights"], batch["mask"], labels)
+        a2c = self.a2c_loss(out["post_logits"], background, labels)
         total = pre + post + self.c2c_weight * c2c + self.a2c_weight * a2c
         return {"total": total, "pre": pre, "post": post, "c2c": c2c, "a2c": a2c}
 
