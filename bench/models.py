@@ -67,10 +67,10 @@ WIDTHS: dict[str, tuple[str, ...]] = {
     "dgam": ("attention_hidden", "latent_dim", "cvae_hidden"),
     "cleannet": ("hidden",),
 }
-# Settings counted in epochs, scaled with --epoch-fraction like the epoch count itself.
+# Settings counted in epochs, scaled with --epoch-fraction like the epoch count itself (DGAM scales
+# its warm-up to the run's epochs itself: warmup_reference_epochs).
 EPOCH_KEYS: dict[str, tuple[str, ...]] = {
     "rskp": ("warmup",),
-    "dgam": ("warmup_epochs",),
     "cleannet": ("cls_epochs",),
 }
 QUICK = {"scale": 0.15, "stream_dim": 32, "width_div": 16, "epoch_fraction": 1.0, "max_epochs": 10}

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from wtal.errors import SettingsError
 from wtal.models import get_localizer, split_settings
+from wtal.models.base import video_label_loss
 from wtal.models.dgam import DGAM, dgam_segment_proposals, gaussian_smooth, upsample
 from wtal.models.train import train_localizer
 from wtal.postprocess.proposals import Proposal
@@ -38,7 +40,8 @@ def test_registered_with_paper_defaults():
     hp, train, test = split_settings(DGAM, {"latent_dim": "64", "nms_threshold": "0.4", "epochs": "3"})
     assert hp == {"two_stream": True, "attention_hidden": 256, "latent_dim": 64, "cvae_hidden": 128, "prior_scale": 1.0,
                   "kl_weight": 0.1, "fg_weight": 1.0, "bg_weight": 0.03, "guide_weight": 0.1, "guide_sigma": 1.0,
-                  "recon_weights": (0.5, 0.3), "warmup_epochs": 300, "cvae_steps": 1}
+                  "recon_weights": (0.5, 0.3), "warmup_epochs": 300, "cvae_steps": 1,
+                  "fg_stream_weights": (1.0, 1.0), "cvae_warmup_scale": 10.0, "warmup_reference_epochs": 6000}
     # Adam without weight decay (bfshi/DGAM... lib/utils/utils.py:53-58; TRAIN.WD only reaches SGD)
     assert train == {"lr": 1e-3, "weight_decay": 0.0, "adam_betas": (0.8, 0.999), "batch_size": 32, "epochs": 3,
                      "max_len": 400, "train_sampling": "segments",
@@ -54,7 +57,9 @@ def test_streams_split_the_feature_halves():
     assert model.slices == [(0, 24), (24, 48)] and len(model.streams) == 2
     assert model.streams[0].attention[0].in_features == 24 and model.streams[0].classifier.out_features == 4
     assert model.streams[1].decoder[-1].out_features == 24
-    assert DGAM(47, 3, **SMALL).slices == [(0, 47)]  # odd width: one stream
+    with pytest.raises(SettingsError, match="width 47 is odd"):  # no silent single stream
+        DGAM(47, 3, **SMALL)
+    assert DGAM(47, 3, two_stream=False, **SMALL).slices == [(0, 47)]
     assert DGAM(48, 3, two_stream=False, **SMALL).slices == [(0, 48)]
     x = torch.arange(48.0)
     rgb, flow = model.split(x)
@@ -135,13 +140,50 @@ def test_shapes_losses_and_total():
     losses = model.compute_losses(batch, 0)
     assert set(losses) == {"fg", "bg", "guide", "recon", "attention_total", "cvae_mse", "cvae_kl", "cvae_total", "total"}
     for key, value in losses.items():
-        assert torch.isfinite(value) and value.item() > 0, key
+        # cvae_total is exactly 0 at epoch 0 (the warm-up scale, checked below)
+        assert torch.isfinite(value) and (value.item() > 0 or key == "cvae_total"), key
     # epoch 0 of the 300-epoch warm-up: the reconstruction term has weight 0
     expected = losses["fg"] + 0.03 * losses["bg"] + 0.1 * losses["guide"]
     assert losses["attention_total"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert losses["cvae_total"].item() == pytest.approx((losses["cvae_mse"] + 0.1 * losses["cvae_kl"]).item(), rel=1e-6)
+    # the CVAE loss is scaled by 10 min(epoch, 300) / 300 (official lib/core/function.py:76): 0 at epoch 0
+    assert losses["cvae_total"].item() == 0.0
     assert losses["total"].item() == pytest.approx((losses["attention_total"] + losses["cvae_total"]).item(), rel=1e-6)
     assert model.recon_warmup(150) == 0.5 and model.recon_warmup(300) == 1.0 and model.recon_warmup(900) == 1.0
+    assert model.cvae_warmup(150) == 5.0 and model.cvae_warmup(900) == 10.0
+    torch.manual_seed(0)
+    late = model.cvae_losses(batch, 900)
+    assert late["cvae_total"].item() == pytest.approx(10 * (late["cvae_mse"] + 0.1 * late["cvae_kl"]).item(), rel=1e-6)
+
+
+def test_warmup_scaled_to_the_run_epochs():
+    # 300 of the official 6000 epochs: a 600-epoch run warms up over 30 epochs
+    model = DGAM(8, 3, **SMALL)
+    model.make_optimizers({**DGAM.train_defaults, "epochs": 600})
+    assert model.warmup_length() == 30.0
+    assert model.recon_warmup(15) == 0.5 and model.recon_warmup(30) == 1.0 and model.cvae_warmup(15) == 5.0
+    absolute = DGAM(8, 3, **{**SMALL, "warmup_reference_epochs": 0})
+    absolute.make_optimizers({**DGAM.train_defaults, "epochs": 600})
+    assert absolute.warmup_length() == 300.0
+
+
+def test_without_the_generative_model_and_per_stream_fg_weights():
+    torch.manual_seed(0)
+    batch = _batch([6, 10], 8, 3)
+    model = DGAM(8, 3, **{**SMALL, "cvae_steps": 0, "recon_weights": (0.0, 0.0)})
+    cvae_before = [p.detach().clone() for p in model.cvae_parameters()]
+    terms = model.fit_step(batch, model.make_optimizers(DGAM.train_defaults), 0)
+    assert terms["cvae_total"] == 0.0 and terms["total"] == pytest.approx(terms["attention_total"])
+    assert all(torch.equal(a, b) for a, b in zip(cvae_before, model.cvae_parameters()))  # the CVAE never moves
+    # flow L_fg weight 0.3 (official ActivityNet, lib/core/function.py:162): total = fg_rgb + 0.3 fg_flow + ...
+    torch.manual_seed(1)
+    weighted = DGAM(8, 3, **{**SMALL, "fg_stream_weights": (1.0, 0.3), "recon_weights": (0.0, 0.0)})
+    out = weighted(batch["features"], batch["mask"])
+    fg_target = torch.cat([batch["labels"], torch.zeros_like(batch["labels"][:, :1])], -1)
+    fg = [video_label_loss(out["fg_logits"][:, s], fg_target) for s in (0, 1)]
+    plain = DGAM(8, 3, **{**SMALL, "recon_weights": (0.0, 0.0)})
+    plain.load_state_dict(weighted.state_dict())
+    diff = plain.attention_losses(batch, 0)["attention_total"] - weighted.attention_losses(batch, 0)["attention_total"]
+    assert diff.item() == pytest.approx(0.7 * fg[1].item(), rel=1e-5)
 
 
 def test_cvae_kl_against_shifted_prior_hand_worked():
@@ -193,7 +235,7 @@ def test_fit_step_alternates_cvae_then_attention():
     twin_opts = twin.make_optimizers(cfg)
     torch.manual_seed(5)
     twin_opts["cvae"].zero_grad()
-    twin.cvae_losses(batch)["cvae_total"].backward()
+    twin.cvae_losses(batch, 400)["cvae_total"].backward()
     assert all(p.grad is None for p in twin.attention_parameters())
     cvae_grads = [p.grad.clone() for p in twin.cvae_parameters()]
     twin_opts["cvae"].step()
@@ -214,7 +256,7 @@ def test_very_short_videos(lengths):
 @pytest.mark.parametrize("dim", [1, 3, 48, 100])
 def test_any_feature_width(dim):
     torch.manual_seed(0)
-    model = DGAM(dim, 4, **SMALL)
+    model = DGAM(dim, 4, **{**SMALL, "two_stream": dim % 2 == 0})
     batch = _batch([6, 10], dim, 4)
     assert torch.isfinite(model.compute_losses(batch, 0)["total"])
     model.fit_step(batch, model.make_optimizers(DGAM.train_defaults), 0)

@@ -237,6 +237,7 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "guide_weight": (0.1, f"{_DG} lib/core/function.py:158-162"),
             "recon_weights": ((0.1, 0.1), f"{_DG} lib/core/function.py:158-162"),
             "warmup_epochs": (0, f"{_DG} lib/core/function.py:158-162 (no warm-up of L_re)"),
+            "fg_stream_weights": ((1.0, 0.3), f"{_DG} lib/core/function.py:162 (flow L_fg weight 0.3)"),
             "class_threshold": (0.1, f"{_DG} lib/core/config.py:139-143"),
             "attention_thresholds": ((0.01, 0.01), f"{_DG} lib/core/config.py:139-143"),
             "frame_score_ratios": ((0.5, 0.5), f"{_DG} lib/core/config.py:139-143"),
@@ -278,8 +279,8 @@ NOTES: dict[tuple[str, str], list[str]] = {
         "both ends and a whole-video proposal scored 0.6 are not expressible in wtal",
     ],
     ("dgam", "activitynet12"): [
-        f"{_DG} lib/core/function.py:162: flow L_fg weight 0.3 (one fg_weight for both streams in wtal); epochs: "
-        "END_EPOCH 6000 is nominal, the official code keeps the best evaluation every 10 epochs",
+        f"{_DG} epochs: END_EPOCH 6000 is nominal, the official code keeps the best evaluation every 10 epochs; "
+        "its CVAE loss keeps the 10 x warm-up scale while L_re has none (warmup_epochs 0 here drops both ramps)",
     ],
     ("rskp", "activitynet13"): [
         f"{_RS} has no ActivityNet code; the author points to ACM-Net for the rest of the protocol",
