@@ -42,7 +42,11 @@ Protocol defaults as the official code (reviews/backtal.md 3.1, 5.3-5.6 and §6,
 in training by BaS-Net's random perturbed sampling, linear interpolation to 750 at test, OIC on
 the thresholded CAS, NMS with "+1 second" overlap, no detection cap; BaS-Net upsamples the CAS
 x24 and binarises the class-score term (+0.2 per proposal, Pilhyeon/BaSNet-pytorch test.py:39-40),
-BackTAL upsamples to frames and keeps the real score. Not done: the official THUMOS14 test's extra
+BackTAL upsamples to frames and keeps the real score. L_sep is -log p_act, as the official code
+(lib/criterion/loss.py:137-139): Eq. 8's -log p_act - log(1 - p_bg) equals -2 log p_act, so
+separation_weight 1 is the paper's lambda = 0.5 in Eq. 8's form (review 4.2). Not done yet: the
+official per-channel-block affinity layout (review 4.1; wtal applies Eq. 15-16 per tap) and the
+ablation switches (affinity modulation off, h != 3). Not done: the official THUMOS14 test's extra
 proposals from the first-layer feature norm (review 5.2). Deliberate: the last epoch is kept
 (the official codes pick the best test-set evaluation, review 5.1).
 """
