@@ -353,19 +353,31 @@ def test_bases_init_xavier_by_default_orthogonal_as_the_paper():
 
 
 def test_official_post_processing_defaults_hand_worked():
-    """End extended by one snippet (inside the inner mean), runs shorter than 2 dropped, NMS by the
-    lower-scored segment's length (+1 snippet), no cap: the official getActLoc / NMS."""
+    """End extended by one snippet (inside the inner mean), the getActLoc outer bands, runs shorter
+    than 2 dropped, NMS by the lower-scored segment's length (+1 snippet), no cap."""
     from wtal.postprocess.proposals import cas_detections
 
     cfg = {**RSKP.test_defaults, "cas_thresholds": (0.1, 0.5, 0.2)}  # thresholds 0.1, 0.3
-    assert (cfg["end_extension"], cfg["min_run_length"], cfg["nms_overlap"], cfg["max_detections"]) == (
-        1, 2, "over_lower", None)
+    assert (cfg["end_extension"], cfg["min_run_length"], cfg["nms_overlap"], cfg["max_detections"], cfg["oic_bands"]) == (
+        1, 2, "over_lower", None, "wtalc")
     cas = np.array([0, .2, .8, .8, .8, .8, .8, .8, .2, 0, .5, 0, .6, .6, 0, 0], dtype=np.float64)[:, None]
     got = [(p.start, p.end, round(p.score, 6)) for p in cas_detections(cas, np.array([0.9]), cfg)]
-    # thr 0.1: runs [1, 9) -> [1, 10): inner 5.2 / 9, pad round(2.5) = 2: outer cas[0], cas[10:12] = 0.5 / 3
-    #          [10, 11): one snippet, dropped; [12, 14) -> [12, 15): inner 1.2 / 3, pad 1: cas[11], cas[15] = 0
-    # thr 0.3: runs [2, 8) -> [2, 9): inner 5 / 7, pad 2: cas[0:2], cas[9:11] = 0.7 / 4; [12, 14) again
-    # NMS: [2, 9) 0.539 keeps; [1, 10) 0.411 overlaps (7 + 1) / (9 + 1) = 0.8 > 0.5 of its own
-    # length: suppressed (tIoU would keep it: 7 / 9 = 0.78 > 0.5 too, so also check the nested pair);
+    # thr 0.1: run [1, 9), L 8 -> [1, 10): inner 5.2 / 9; outer [int(1 - 2) -> 0, 1) and [10, int(10 + 2)) = 0.5 / 3
+    #          [10, 11): one snippet, dropped; [12, 14), L 2 -> [12, 15): inner 1.2 / 3; outer [11, 12) and
+    #          [15, min(T - 1 = 15, 15)) (empty) = 0 -> 0.4
+    # thr 0.3: run [2, 8), L 6 -> [2, 9): inner 5 / 7; outer [int(0.5) = 0, 2) and [9, int(10.5) = 10) = 0.2 / 3
+    # NMS: [2, 9) keeps; [1, 10) overlaps (7 + 1) / (9 + 1) = 0.8 > 0.5 of its own length: suppressed;
     # [12, 15) 0.4 twice: the second overlaps 4 / 4: suppressed
-    assert got == [(2.0, 9.0, round(5 / 7 - 0.7 / 4, 6)), (12.0, 15.0, 0.4)]
+    assert got == [(2.0, 9.0, round(5 / 7 - 0.2 / 3, 6)), (12.0, 15.0, 0.4)]
+
+
+def test_wtalc_oic_bands_hand_worked():
+    from wtal.postprocess.proposals import oic_score_wtalc
+
+    signal = np.arange(10) / 10
+    # run [3, 5) (L 2) extended to [3, 6): inner mean(.3, .4, .5); before [int(2.5), 3) = {2}; after [6, int(6.5)) empty
+    assert oic_score_wtalc(signal, 3, 6, 2, 0.25) == pytest.approx(0.4 - 0.2)
+    # L 8 at [1, 9) -> [1, 10): before {0}; after [10, min(9, 12)) empty (the last snippet is never outer)
+    assert oic_score_wtalc(signal, 1, 10, 8, 0.25) == pytest.approx(np.mean(signal[1:10]) - 0.0)
+    # L 4 at [3, 7) -> [3, 8): before [2, 3); after [8, min(9, 9)) = {8}
+    assert oic_score_wtalc(signal, 3, 8, 4, 0.25) == pytest.approx(0.5 - (0.2 + 0.8) / 2)

@@ -186,6 +186,7 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "nms_overlap": ("over_lower", f"{_RS} evaluation/detectionMAP.py:142-166 (overlap / lower-scored length)"),
             "end_extension": (1, f"{_RS} evaluation/detectionMAP.py:101,110 (runs stored as [s, e + 1))"),
             "min_run_length": (2, f"{_RS} evaluation/detectionMAP.py:100 (len_proposal >= 2)"),
+            "oic_bands": ("wtalc", f"{_RS} evaluation/detectionMAP.py:102-108 (outer bands)"),
             "tiou": (THUMOS_TIOU, "RSKP paper Table 2 (THUMOS14, mAP@0.1:0.7)"),
         },
         "activitynet12": {},

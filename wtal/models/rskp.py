@@ -50,7 +50,9 @@ class threshold 0.1 (kept when >= 0.1), CAS thresholds 0.001:0.04 step 0.002 (st
 inner - outer (0.25 per side, class score weight 0). Post-processing as the official
 `getActLoc` / `NonMaximumSuppression` (shared conventions of `wtal.postprocess.proposals`):
 each run is extended by one snippet at the end, that snippet inside the inner mean
-(`end_extension=1`), runs shorter than 2 snippets are dropped (`min_run_length=2`), NMS 0.5 per
+(`end_extension=1`), the OIC outer bands as `getActLoc` computes them (`oic_bands="wtalc"`:
+about ceil(0.25 L) snippets before, floor(0.25 L) after, never the video's last snippet), runs
+shorter than 2 snippets are dropped (`min_run_length=2`), NMS 0.5 per
 video and class by the intersection over the lower-scored segment's length with one snippet
 added (`nms_overlap="over_lower"`), no cap on detections. Padded snippets are masked out of EM,
 the random walk (zero affinity), every pooling and every loss.
@@ -59,9 +61,6 @@ Deliberate differences from the official code:
 - model selection: the official code tests on the test set every 5 epochs and its README picks
   the best of those checkpoints; wtal scores the last epoch (or a validation split of the
   training videos), so expect the last epoch to land somewhat below the paper's table.
-- OIC outer bands: wtal's shared `oic_score` takes max(1, round(0.25 L)) snippets per side of
-  the extended run; the official ones are about ceil(0.25 L) before and floor(0.25 L) after the
-  run, clipped one snippet short of the video's end (scores change slightly, not the runs).
 - the bank takes a step's representatives after the Adam step, the official code after each
   video's backward pass (the same memory within a step, except when two videos of one step
   share a class).
@@ -148,6 +147,7 @@ class RSKP(Localizer):
         # the official getActLoc / NonMaximumSuppression (module docstring, "Post-processing")
         "end_extension": 1,
         "min_run_length": 2,
+        "oic_bands": "wtalc",
         "nms_overlap": "over_lower",
     }
     BATCH_LOSSES = ("sum", "mean")

@@ -18,6 +18,10 @@ The conventions in which the methods' official code differs are named test setti
   inner and outer means, as the official ECM, BackTAL and BaS-Net code does);
 - `end_extension` / `min_run_length`: proposals one position longer at the end with that
   position in the inner mean, and runs shorter than the minimum dropped (RSKP: 1 and 2);
+- `oic_bands`: "round" (max(1, round(ratio x L)) positions each side of the proposal) or "wtalc"
+  (the official RSKP / W-TALC getActLoc: int(start - ratio L) .. start before and the extended end
+  .. int(end + ratio L) after, L the run length before `end_extension`, the last position of the
+  sequence never outer);
 - `class_score`: "weighted" (`oic_class_weight` x video score) or "constant" (`oic_class_weight`
   for every selected class: BaS-Net binarises the score);
 - `nms_overlap`: see `wtal.postprocess.nms` ("tiou", "tiou_plus_one" in seconds, "over_lower");
@@ -37,6 +41,7 @@ POSTPROCESS_DEFAULTS: dict = {
     "cas_upsample": "1",
     "threshold_smoothing": 0.0,
     "oic_signal": "raw",
+    "oic_bands": "round",
     "end_extension": 0,
     "min_run_length": 1,
     "class_score": "weighted",
@@ -48,6 +53,7 @@ VIDEO_SNIPPET_SECONDS = "video_snippet_seconds"
 VIDEO_FRAMES_PER_SNIPPET = "video_frames_per_snippet"
 CLASS_FALLBACKS = ("none", "top")
 OIC_SIGNALS = ("raw", "thresholded")
+OIC_BANDS = ("round", "wtalc")
 CLASS_SCORES = ("weighted", "constant")
 
 
@@ -90,6 +96,18 @@ def oic_score(signal: np.ndarray, start: int, end: int, outer_ratio: float) -> f
     outer_parts = np.concatenate([signal[outer_start:start], signal[end:outer_end]])
     outer = float(outer_parts.mean()) if outer_parts.size else 0.0
     return inner - outer
+
+
+def oic_score_wtalc(signal: np.ndarray, start: int, end: int, run_length: int, outer_ratio: float) -> float:
+    """OIC with the official RSKP / W-TALC bands: mean inside [start, end) minus the mean of
+    [max(0, int(start - r L)), start) and [end, min(T - 1, int(end + r L))), L = `run_length`
+    (the thresholded run before any end extension); no outer positions scores the inner mean."""
+    T = len(signal)
+    left = np.arange(max(0, int(start - outer_ratio * run_length)), start)
+    right = np.arange(end, min(T - 1, int(end + outer_ratio * run_length)))
+    outer_idx = np.concatenate([left, right])
+    inner = float(signal[start:end].mean())
+    return inner - (float(signal[outer_idx].mean()) if outer_idx.size else 0.0)
 
 
 def _choice(cfg: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -180,6 +198,7 @@ def cas_proposals(
     fallback = _choice(cfg, "class_fallback", CLASS_FALLBACKS)
     oic_mode = _choice(cfg, "oic_signal", OIC_SIGNALS)
     score_mode = _choice(cfg, "class_score", CLASS_SCORES)
+    bands = _choice(cfg, "oic_bands", OIC_BANDS)
     extension, min_length = int(cfg["end_extension"]), max(1, int(cfg["min_run_length"]))
     cas = np.asarray(cas, dtype=np.float64)
     signal = cas if score_signal is None else np.asarray(score_signal, dtype=np.float64)
@@ -199,8 +218,11 @@ def cas_proposals(
             for s, e in group_runs(above):
                 if e - s < min_length:
                     continue
+                run = e - s
                 e = min(length, e + extension)
-                score = oic_score(oic_signal, s, e, outer_ratio) + term
+                contrast = (oic_score(oic_signal, s, e, outer_ratio) if bands == "round"
+                            else oic_score_wtalc(oic_signal, s, e, run, outer_ratio))
+                score = contrast + term
                 proposals.append(Proposal(int(c), score, s * scale, e * scale))
     return proposals
 
