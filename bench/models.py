@@ -28,6 +28,7 @@ above 0.5 at tIoU 0.1, below 0.25 at 0.7).
     python bench/models.py                         # full: 200 + 200 videos, 2048-d, paper widths
     python bench/models.py --scale 0.25 --width-div 16  # ranks: paper learning rates need 2048-d input
     python bench/models.py --features F --annotations A.json [--clicks C.json]  # files on disk
+    python bench/models.py ... --jobs 2 --json a.json; python bench/models.py --combine a.json b.json
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from wtal.device import resolve_device
 from wtal.evaluate.metrics import evaluate
 from wtal.models import REGISTRY, get_localizer, split_settings
 from wtal.models.recipe import detect, fit
-from wtal.models.train import VideoItem
+from wtal.models.train import VideoItem, build_items
 from wtal.postprocess.detections import whole_video_results
 
 BASELINE = "mil"
@@ -106,15 +107,14 @@ def reduced_settings(name: str, width_div: int, epoch_fraction: float, max_epoch
     return sets
 
 
-def items_of(ann: AnnotationSet, features: dict[str, np.ndarray] | Any, subset: str,
-             clicks: dict[str, list[float]] | None, snippet_seconds: float) -> list[VideoItem]:
-    """VideoItems of one subset from in-memory arrays or a FeatureSource; clicks in seconds."""
+def items_of(ann: AnnotationSet, features: dict[str, np.ndarray], subset: str,
+             clicks: dict[str, list[float]] | None, snippet_seconds: float, fps: float) -> list[VideoItem]:
+    """VideoItems of one subset from in-memory arrays; clicks in seconds; one time base for all."""
     items = []
     for video in ann.subset(subset):
-        x = features[video.video_id] if isinstance(features, dict) else features.load(video.video_id)
         times = np.asarray(sorted((clicks or {}).get(video.video_id, [])), dtype=np.float64)
-        items.append(VideoItem(video.video_id, x, ann.label_vector(video.video_id), video.duration,
-                               np.floor(times / snippet_seconds).astype(np.int64)))
+        items.append(VideoItem(video.video_id, features[video.video_id], ann.label_vector(video.video_id), video.duration,
+                               np.floor(times / snippet_seconds).astype(np.int64), snippet_seconds, fps))
     return items
 
 
@@ -203,21 +203,23 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
         ann = load_annotations(args.annotations)
         source = open_features(args.features)
-        features, seconds, what = source, source.snippet_seconds, f"features {args.features}, annotations {args.annotations}"
+        train_subset, test_subset = ann.default_subsets()
+        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0)
+        data = {"train": build_items(ann, source, train_subset), "train_clicks": build_items(ann, source, train_subset, clicks),
+                "test": build_items(ann, source, test_subset)}
+        seconds, what = source.snippet_seconds, f"features {args.features}, annotations {args.annotations}"
     else:
         cfg = ThumosLikeConfig(seed=args.data_seed, scale=args.scale, stream_dim=args.stream_dim)
         feats, raw = make_thumos_like(cfg)
         ann = annotations_from_dict(raw)
-        features, seconds = feats, cfg.snippet_seconds
+        train_subset, test_subset = ann.default_subsets()
+        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0)
+        seconds = cfg.snippet_seconds
+        data = {"train": items_of(ann, feats, train_subset, None, seconds, cfg.fps),
+                "train_clicks": items_of(ann, feats, train_subset, clicks, seconds, cfg.fps),
+                "test": items_of(ann, feats, test_subset, None, seconds, cfg.fps)}
         what = f"wtal.data.thumos_like seed {args.data_seed}, scale {args.scale}, {cfg.feature_dim}-d"
-    train_subset, test_subset = ann.default_subsets()
-    clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0)
-    data = {
-        "ann": ann, "class_names": ann.class_names, "snippet_seconds": seconds, "test_subset": test_subset,
-        "train": items_of(ann, features, train_subset, None, seconds),
-        "train_clicks": items_of(ann, features, train_subset, clicks, seconds),
-        "test": items_of(ann, features, test_subset, None, seconds),
-    }
+    data.update({"ann": ann, "class_names": ann.class_names, "snippet_seconds": seconds, "test_subset": test_subset})
     lengths = [len(it.features) for it in data["train"] + data["test"]]
     what += (f": {len(ann.class_names)} classes, {len(data['train'])} {train_subset} / {len(data['test'])} "
              f"{test_subset} videos, {min(lengths)}-{max(lengths)} snippets (median {int(np.median(lengths))}), "
@@ -250,10 +252,73 @@ def code_version() -> str:
     return rev + ("+changes" if dirty else "")
 
 
+_RUN_DATA: dict[str, Any] = {}  # the dataset, set before worker processes fork so that they share it
+
+
+def _run_task(task: tuple[str, int, dict[str, Any], str]) -> tuple[str, int, dict[str, Any]]:
+    """One (model, seed) run in a worker process (one torch thread each)."""
+    name, seed, sets, device = task
+    torch.set_num_threads(1)
+    return name, seed, run_once(name, seed, sets, _RUN_DATA, torch.device(device))
+
+
+def run_all(names: list[str], seeds: list[int], settings: dict[str, dict[str, Any]], data: dict[str, Any],
+            device: torch.device, jobs: int) -> dict[str, list[dict[str, Any]]]:
+    """Every (model, seed) run, `jobs` at a time in forked processes; a line printed as each ends."""
+    import concurrent.futures
+    import multiprocessing
+
+    tasks = [(name, seed, settings[name], str(device)) for name in names for seed in seeds]
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def show(name: str, seed: int, r: dict[str, Any]) -> None:
+        done[name, seed] = r
+        print(f"    {name:<9} seed {seed}: mAP@0.5 {100 * r['mAP'][4]:.1f}, avg {100 * r['average_mAP']:.1f}, "
+              f"{r['seconds_per_epoch']:.2f} s/epoch, run {r['run_wall_seconds']:.0f} s", flush=True)
+
+    _RUN_DATA.clear()
+    _RUN_DATA.update(data)
+    if jobs == 1 or device.type != "cpu":
+        for task in tasks:
+            show(*_run_task(task))
+    else:
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            for future in concurrent.futures.as_completed([pool.submit(_run_task, t) for t in tasks]):
+                show(*future.result())
+    return {name: [done[name, seed] for seed in seeds] for name in names}
+
+
+def combine(paths: list[Path]) -> None:
+    """Print one table from several `--json` files of the same dataset and reduction (a model in
+    several files: the last file's runs)."""
+    saved = [json.loads(p.read_text()) for p in paths]
+    for p, d in zip(paths[1:], saved[1:]):
+        for key in ("dataset", "reduction"):
+            if d.get(key) != saved[0].get(key):
+                sys.exit(f"{p}: {key} differs from {paths[0]}'s: {d.get(key)!r} vs {saved[0].get(key)!r}")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for d in saved:
+        runs.update(d["runs"])
+    if BASELINE not in runs:
+        sys.exit(f"none of {', '.join(map(str, paths))} has the {BASELINE} baseline")
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    print(f"dataset: {saved[0]['dataset']}")
+    print(f"reduction: {saved[0]['reduction']}")
+    for p, d in zip(paths, saved):
+        print(f"{p}: code {d.get('code', 'unknown')}, models {', '.join(d['runs'])}, runtime {d.get('runtime_seconds', 0):.0f} s")
+    summary = {name: summarise(rs) for name, rs in sorted(runs.items(), key=lambda kv: kv[0] != BASELINE)}
+    print()
+    print(calibration_line(summary[BASELINE]))
+    print_table(summary, seeds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", help="registered model names (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process with one torch thread")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                        help="print one table from earlier --json files (same dataset and reduction) and exit")
     parser.add_argument("--quick", action="store_true",
                         help="development mode: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
     parser.add_argument("--scale", type=float, help="fraction of the 200 + 200 videos (full: 1)")
@@ -268,14 +333,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--json", type=Path, help="write settings, per-seed and summary numbers here")
     args = parser.parse_args()
+    if args.combine:
+        combine(args.combine)
+        return
     mode = QUICK if args.quick else FULL
     for key, value in mode.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if bool(args.features) != bool(args.annotations):
         parser.error("--features and --annotations go together")
-    if args.width_div < 1 or not 0 < args.epoch_fraction <= 1 or (args.max_epochs or 1) < 1 or not args.seeds:
-        parser.error("--width-div and --max-epochs must be >= 1, --epoch-fraction in (0, 1], --seeds non-empty")
+    if args.width_div < 1 or not 0 < args.epoch_fraction <= 1 or (args.max_epochs or 1) < 1 or not args.seeds or args.jobs < 1:
+        parser.error("--width-div, --max-epochs and --jobs must be >= 1, --epoch-fraction in (0, 1], --seeds non-empty")
     torch.set_num_threads(1)
     available = registered_models()
     unknown = [n for n in args.models or [] if n not in available]
@@ -289,34 +357,32 @@ def main() -> None:
     print(f"command: {' '.join(sys.argv)} (code {code_version()})")
     print(f"dataset: {what} (built in {time.perf_counter() - begin:.0f} s)")
     full = (args.scale, args.stream_dim, args.width_div, args.epoch_fraction, args.max_epochs) == (1.0, 1024, 1, 1.0, None)
-    print(f"reduction (same for every model): width-div {args.width_div}, epoch-fraction {args.epoch_fraction}, "
-          f"max-epochs {args.max_epochs or 'none'}; {'quick' if args.quick else 'full' if full else 'reduced'} "
-          f"mode; device {device}, torch threads {torch.get_num_threads()}; registered models: {', '.join(sorted(REGISTRY))}")
+    reduction = (f"scale {args.scale}, stream-dim {args.stream_dim}, width-div {args.width_div}, epoch-fraction "
+                 f"{args.epoch_fraction}, max-epochs {args.max_epochs or 'none'}; "
+                 f"{'quick' if args.quick else 'full' if full else 'reduced'} mode; device {device}")
+    print(f"reduction (same for every model): {reduction}; torch threads 1 per run, {args.jobs} run(s) at once; "
+          f"registered models: {', '.join(sorted(REGISTRY))}")
     print("per model: settings changed from its defaults (default in parentheses)")
-    settings, runs, summary = {}, {}, {}
+    settings = {}
     for name in names:
-        sets = reduced_settings(name, args.width_div, args.epoch_fraction, args.max_epochs, len(data["train"]),
-                                data["train"][0].features.shape[1])
+        settings[name] = reduced_settings(name, args.width_div, args.epoch_fraction, args.max_epochs, len(data["train"]),
+                                          data["train"][0].features.shape[1])
         defaults = {k: v for group in split_settings(get_localizer(name), None) for k, v in group.items()}
-        settings[name] = sets
-        shown = " ".join(f"{k}={v} ({defaults[k]})" for k, v in sets.items()) or "none"
+        shown = " ".join(f"{k}={v} ({defaults[k]})" for k, v in settings[name].items()) or "none"
         print(f"  {name:<9} {shown}", flush=True)
-        runs[name] = []
-        for seed in args.seeds:
-            r = run_once(name, seed, sets, data, device)
-            runs[name].append(r)
-            print(f"    seed {seed}: mAP@0.5 {100 * r['mAP'][4]:.1f}, avg {100 * r['average_mAP']:.1f}, "
-                  f"{r['seconds_per_epoch']:.2f} s/epoch, run {r['run_wall_seconds']:.0f} s", flush=True)
-        summary[name] = summarise(runs[name])
+    runs = run_all(names, args.seeds, settings, data, device, args.jobs)
+    summary = {name: summarise(runs[name]) for name in names}
 
     print()
     print(calibration_line(summary[BASELINE]))
     print_table(summary, args.seeds)
-    print(f"runtime: {time.perf_counter() - begin:.0f} s wall")
+    runtime = time.perf_counter() - begin
+    print(f"runtime: {runtime:.0f} s wall, {args.jobs} run(s) at once")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args), "dataset": what, "settings": settings, "runs": runs,
-                                         "summary": summary}, indent=1, default=str))
+        args.json.write_text(json.dumps({"args": vars(args), "code": code_version(), "dataset": what, "reduction": reduction,
+                                         "settings": settings, "runs": runs, "summary": summary,
+                                         "runtime_seconds": runtime}, indent=1, default=str))
         print(f"wrote {args.json}")
 
 

@@ -76,6 +76,7 @@ class ThumosLikeConfig:
     stream_dim: int = 1024  # per stream: features are 2 * stream_dim wide (rgb first)
     latent_dim: int = 64
     snippet_seconds: float = DEFAULT_SNIPPET_SECONDS
+    fps: float = 25.0  # the frame rate the features were extracted at (16 frames per 0.64 s snippet)
     # layout
     length_log_mean: float = 5.43
     length_log_std: float = 0.88
@@ -321,7 +322,7 @@ def write_thumos_like(out_dir: str | Path, cfg: ThumosLikeConfig | None = None, 
         buf = io.BytesIO()
         np.save(buf, x)
         atomic_write(feat_dir / f"{vid}.npy", buf.getvalue())
-    write_json_atomic(feat_dir / "meta.json", {"snippet_seconds": cfg.snippet_seconds, "fps": 25})
+    write_json_atomic(feat_dir / "meta.json", {"snippet_seconds": cfg.snippet_seconds, "fps": cfg.fps})
     ann_path = write_json_atomic(out_dir / "annotations.json", annotations)
     ann = load_annotations(ann_path)
     clicks_path = out_dir / "clicks.json"
