@@ -461,10 +461,10 @@ def test_heads_file_missing_or_not_tensors(tmp_path):
     torch.save({"rgb_cls_weight": Fraction(1, 2)}, tmp_path / "obj.pt")
     (tmp_path / "text.pt").write_text("rgb_cls_weight = 1\n")
     for name in ("obj.pt", "text.pt"):
-        with pytest.raises(HeadsError, match="untrimmednet_heads: not a torch tensor file"):
+        with pytest.raises(HeadsError, match=f"{name}: untrimmednet_heads: not a readable torch file"):
             CleanNet(6, 2, hidden=4).load_heads(tmp_path / name)
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
-    with pytest.raises(HeadsError, match="expected a dict of tensors, got list"):
+    with pytest.raises(HeadsError, match="list.pt: untrimmednet_heads: expected a dict, got list"):
         CleanNet(6, 2, hidden=4).load_heads(tmp_path / "list.pt")
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from wtal.device import resolve_device
 from wtal.extract.i3d import (
     InceptionI3d,
+    WeightsError,
     bf16_is_fast,
     conv3d_same,
     load_i3d,
@@ -286,16 +287,20 @@ def test_load_rejects_wrong_checkpoints(tmp_path):
 def test_load_rejects_non_checkpoint_files(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(ValueError, match="notes.pt: not a readable PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="notes.pt: I3D checkpoint: not a readable torch file"):
         load_i3d(text)
     pickled = tmp_path / "module.pt"
     torch.save(torch.nn.Linear(2, 2), pickled)
-    with pytest.raises(ValueError, match=r"module.pt: .*save model.state_dict\(\) instead"):
+    with pytest.raises(WeightsError, match=r"module.pt: I3D checkpoint: .*save model.state_dict\(\) instead"):
         load_i3d(pickled)
     listing = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listing)
-    with pytest.raises(ValueError, match="list.pt: expected a state_dict"):
+    with pytest.raises(WeightsError, match="list.pt: I3D checkpoint: expected a dict, got list"):
         load_i3d(listing)
+    untyped = tmp_path / "untyped.pt"
+    torch.save({"state_dict": {"conv.weight": [1.0, 2.0]}}, untyped)
+    with pytest.raises(WeightsError, match="untyped.pt: expected a state_dict of tensors"):
+        load_i3d(untyped)
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         load_i3d(tmp_path / "absent.pt")
     with pytest.raises(ValueError, match="modality"):

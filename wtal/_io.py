@@ -1,4 +1,4 @@
-"""Small file helpers every writer shares: atomic writes and file hashing.
+"""Small file helpers every writer and reader shares: atomic writes, file hashing, safe loading.
 
 `atomic_write` writes to a temporary file in the target's folder, fsyncs it and renames it over
 the target, so a reader (or a crash) sees either the old file or the whole new one, never a part;
@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Sequence, Union
 
 Content = Union[bytes, str, Callable[[BinaryIO], Any]]
 
@@ -78,6 +79,38 @@ def load_npy(path: str | os.PathLike, allow_pickle: bool, error: type[Exception]
         raise error(f"{path}: field 'format': unreadable .npy ({exc})") from None
     except Exception as exc:  # truncated pickles raise EOFError, UnpicklingError, ...
         raise error(f"{path}: field 'format': unreadable .npy ({exc})") from None
+
+
+def load_torch_dict(path: str | os.PathLike, what: str, error: type[Exception], required: Sequence[str] = (),
+                    hint: str = "") -> dict:
+    """The dict in a torch file, loaded with `weights_only=True` (tensors and plain values only).
+
+    A missing, unreadable or non-dict file, or one without a `required` key, is
+    `error("<path>: <what>: ...")`; `what` names the file's role, `hint` is appended to the
+    refusal of pickled objects. Checking the fields' values is the caller's part.
+    """
+    import torch
+
+    if not os.path.isfile(path):
+        raise error(f"{path}: {what}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for files that are no (safe) torch file
+        text = str(exc).strip()
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)  # why weights_only refused it
+        if pickled:
+            reason = f"it pickles {pickled[1]}, not only tensors and plain values, so loading refuses it{hint}"
+        else:
+            line = detail[1] if detail else (text.splitlines() or ["unreadable"])[0]
+            reason = f"{type(exc).__name__}: {line.split('. ')[0][:200]}"
+        raise error(f"{path}: {what}: not a readable torch file ({reason})") from None
+    if not isinstance(payload, dict):
+        raise error(f"{path}: {what}: expected a dict, got {type(payload).__name__}")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise error(f"{path}: {what}: missing field(s) {', '.join(missing)}")
+    return payload
 
 
 def parse_number(value: Any, path: Any, where: str, error: type[Exception], what: str = "a number") -> float:

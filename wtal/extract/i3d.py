@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from wtal._io import sha256_file
+from wtal._io import load_torch_dict, sha256_file
 from wtal.device import resolve_device
 from wtal.errors import WtalError
 
@@ -331,21 +331,12 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Load a checkpoint file and unwrap it to a flat {key: tensor} state_dict."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: I3D checkpoint file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for non-checkpoint files
-        text = str(err).strip()
-        if "Weights only load failed" in text:
-            reason = "it pickles objects other than tensors; save model.state_dict() instead"
-        else:
-            reason = f"{type(err).__name__}: {text.splitlines()[0] if text else 'unreadable'}"
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({reason})") from err
+    obj: Mapping = load_torch_dict(path, "I3D checkpoint", WeightsError, hint="; save model.state_dict() instead")
     for wrapper in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+        if isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
             break
-    if not isinstance(obj, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise WeightsError(f"{path}: expected a state_dict of tensors (optionally under "
                          f"'state_dict' or 'model'), got {type(obj).__name__}")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from wtal._io import atomic_write
+from wtal._io import atomic_write, load_torch_dict
 from wtal.errors import WtalError
 
 from .base import Localizer, get_localizer
@@ -57,15 +57,7 @@ def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") 
     path = checkpoint_path(run)
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint (expected a run directory with checkpoint.pt or the file)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable wtal checkpoint ({str(exc).splitlines()[0]})") from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: expected a dict, got {type(payload).__name__}")
-    missing = [k for k in REQUIRED if k not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    payload = load_torch_dict(path, "wtal checkpoint", CheckpointError, REQUIRED)
     if payload["format"] != FORMAT:
         raise CheckpointError(f"{path}: field 'format' is {payload['format']!r}, expected {FORMAT!r}")
     try:
@@ -76,7 +68,11 @@ def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") 
     if "topk_ratio" in hparams and "topk_ratio" not in cls.hparam_defaults():
         hparams["topk_fraction"] = 1.0 / hparams.pop("topk_ratio")  # checkpoints before the float top-k
     model = cls(payload["feature_dim"], len(payload["class_names"]), **hparams)
-    result = model.load_state_dict(payload["state_dict"], strict=False)
+    try:
+        result = model.load_state_dict(payload["state_dict"], strict=False)
+    except (RuntimeError, TypeError) as exc:  # shapes unlike those the feature width and hparams give
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise CheckpointError(f"{path}: field 'state_dict' does not match {cls.name}: {lines[-1] if lines else exc}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path}: field 'state_dict' does not match {cls.name}: missing {result.missing_keys[:5]}, "

@@ -103,7 +103,6 @@ Choices the paper leaves open
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -111,6 +110,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._io import load_torch_dict
 from ..errors import SettingsError, WtalError
 from ..postprocess.proposals import (
     POSTPROCESS_DEFAULTS,
@@ -142,18 +142,7 @@ def read_heads(path: str | os.PathLike, num_classes: int, feature_dim: int) -> d
     """The tensors of a released-heads file (a torch dict with `HEAD_FIELDS`), checked against N
     classes and 2D = Dr + Df feature columns; attention weights may be (D,) or (1, D), biases
     () or (1,)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadsError(f"{path}: untrimmednet_heads: no such file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HeadsError(f"{path}: untrimmednet_heads: not a torch tensor file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(payload, dict):
-        raise HeadsError(f"{path}: untrimmednet_heads: expected a dict of tensors, got {type(payload).__name__}")
-    missing = [k for k, _ in HEAD_FIELDS if k not in payload]
-    if missing:
-        raise HeadsError(f"{path}: missing field(s) {', '.join(missing)}")
+    payload = load_torch_dict(path, "untrimmednet_heads", HeadsError, [key for key, _ in HEAD_FIELDS])
     out, sizes = {}, {"N": num_classes}
     for key, _ in HEAD_FIELDS:
         t = payload[key]
