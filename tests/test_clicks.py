@@ -11,7 +11,8 @@ from wtal.data.annotations import (
     VideoAnnotation,
     load_annotations,
 )
-from wtal.data.clicks import background_segments, load_clicks, save_clicks, simulate_clicks
+from wtal.data.clicks import background_segments, choose_click_file, frame_step, load_clicks, save_clicks, simulate_clicks
+from wtal.pipeline.stages import _training_clicks
 
 from data_paths import SHARED_DATA
 
@@ -46,6 +47,31 @@ def test_folder_needs_a_known_annotator(tmp_path):
         load_clicks(THUMOS, annotator="A9")
     with pytest.raises(AnnotationError, match="only when the path is a folder"):
         load_clicks(THUMOS / "background_clicks_A1.csv", annotator="A1")
+
+
+def test_one_rule_chooses_the_click_file(tmp_path):
+    files = [THUMOS / f"background_clicks_A{i}.csv" for i in (1, 2, 3)]
+    assert choose_click_file(files, "A2") == files[1]
+    assert choose_click_file(THUMOS, "A3") == THUMOS / "background_clicks_A3.csv"
+    assert choose_click_file(str(files[0])) == files[0]
+    with pytest.raises(AnnotationError, match=r"annotator: 3 click files given .*: choose one with --annotator"):
+        choose_click_file(files)
+    with pytest.raises(AnnotationError, match=r"annotator: 'A9' matches 0 of the click files"):
+        choose_click_file(files, "A9")
+    twins = [tmp_path / "x_A1.json", tmp_path / "y_A1.json"]
+    with pytest.raises(AnnotationError, match=r"annotator: 'A1' matches 2 of the click files x_A1, y_A1; it must match one"):
+        choose_click_file(twins, "A1")
+    with pytest.raises(AnnotationError, match=r"thumos14: path: a folder of click files is given alone"):
+        choose_click_file([files[0], THUMOS], "A1")
+    # training (`wtal train --clicks ... --annotator A`) goes through the same rule
+    assert _training_clicks("backtal", [str(f) for f in files], "A2") == load_clicks(files[1])
+    with pytest.raises(AnnotationError, match="annotator: 3 click files given"):
+        _training_clicks("backtal", [str(f) for f in files], None)
+
+
+def test_frame_step_follows_the_video_fps():
+    step = {fps: frame_step(VideoAnnotation("v", "val", 10.0, fps)) for fps in (30.0, 25.0, 24.0, None, 0.0)}
+    assert step == {30.0: 0.5, 25.0: 12 / 25, 24.0: 0.5, None: 0.5, 0.0: 0.5}
 
 
 def test_bad_csv_names_line_and_field(tmp_path):
@@ -90,14 +116,14 @@ def test_background_segments_hand_worked():
 
 def test_simulate_one_click_per_background_segment():
     ann = small_set()
-    clicks = simulate_clicks(ann, "train", seed=0)
+    clicks = simulate_clicks(ann, "train", seed=0, protocol="uniform")
     assert set(clicks) == {"a", "b", "c"}
     for vid, times in clicks.items():
         gaps = background_segments(ann, vid)
         assert len(times) == len(gaps)
         assert all(lo <= t <= hi for t, (lo, hi) in zip(times, gaps))
-    assert simulate_clicks(ann, "train", seed=0) == clicks
-    assert simulate_clicks(ann, "train", seed=1) != clicks
+    assert simulate_clicks(ann, "train", seed=0, protocol="uniform") == clicks
+    assert simulate_clicks(ann, "train", seed=1, protocol="uniform") != clicks
 
 
 def test_simulate_needs_durations():
@@ -108,7 +134,7 @@ def test_simulate_needs_durations():
 
 def test_simulate_on_real_annotations_stays_in_background():
     ann = load_annotations(THUMOS / "gt_thumos14_backtal.json")
-    clicks = simulate_clicks(ann, "val", seed=3)
+    clicks = simulate_clicks(ann, "val", seed=3, protocol="uniform")
     assert len(clicks) == 200
     for vid, times in clicks.items():
         video = ann.videos[vid]

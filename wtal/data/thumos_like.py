@@ -310,7 +310,8 @@ def snippet_labels(annotations: dict, video_id: str, T: int, snippet_seconds: fl
 def write_thumos_like(out_dir: str | Path, cfg: ThumosLikeConfig | None = None, clicks_seed: int = 0,
                       **overrides: Any) -> dict[str, Path]:
     """Write `features/<vid>.npy` + `features/meta.json`, `annotations.json` and `clicks.json`
-    (one simulated background click per background segment of every training video)."""
+    (one simulated background click per background segment of every training video: the uniform
+    protocol of `wtal.data.clicks`, noise-free clicks for a benchmark of the methods)."""
     from .annotations import load_annotations
     from .clicks import save_clicks, simulate_clicks
 
@@ -326,7 +327,7 @@ def write_thumos_like(out_dir: str | Path, cfg: ThumosLikeConfig | None = None, 
     ann_path = write_json_atomic(out_dir / "annotations.json", annotations)
     ann = load_annotations(ann_path)
     clicks_path = out_dir / "clicks.json"
-    save_clicks(simulate_clicks(ann, TRAIN_SUBSET, clicks_seed), clicks_path)
+    save_clicks(simulate_clicks(ann, TRAIN_SUBSET, clicks_seed, "uniform"), clicks_path)
     return {"features": feat_dir, "annotations": ann_path, "clicks": clicks_path}
 
 

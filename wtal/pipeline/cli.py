@@ -249,13 +249,51 @@ def cmd_demo(args) -> int:
 
 def cmd_clicks(args) -> int:
     from ..data.annotations import load_annotations
-    from ..data.clicks import save_clicks, simulate_clicks
+    from ..data.clicks import click_protocol, save_clicks, simulate_clicks
 
-    ann = load_annotations(args.annotations)
+    protocol = click_protocol(args.protocol, _sets(args.set))
+    ann = load_annotations(args.annotations, allow_pickle=args.allow_pickle)
     subset = args.subset or ann.default_subsets()[0]
-    clicks = simulate_clicks(ann, subset, args.seed)
+    clicks = simulate_clicks(ann, subset, args.seed, protocol)
     save_clicks(clicks, args.out)
-    print(f"wrote {sum(map(len, clicks.values()))} clicks for {len(clicks)} {subset!r} videos to {args.out}")
+    print(f"wrote {sum(map(len, clicks.values()))} clicks for {len(clicks)} {subset!r} videos to {args.out} "
+          f"({args.protocol} protocol)")
+    return 0
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({100 * part / whole:.1f} %)" if whole else str(part)
+
+
+def cmd_clicks_stats(args) -> int:
+    from ..data.annotations import load_annotations
+    from ..data.clicks import ANNOTATION_FPS, choose_click_file, click_stats, load_clicks
+
+    path = choose_click_file(args.clicks, args.annotator)
+    clicks = load_clicks(path)
+    ann = load_annotations(args.annotations, allow_pickle=args.allow_pickle)
+    stats = click_stats(clicks, ann, args.subset or ann.default_subsets()[0])
+    if args.json:
+        print(json.dumps({"clicks_file": str(path), "annotations": args.annotations, **stats.as_dict()}, indent=1))
+        return 0
+    rows = [
+        ("videos with clicks", f"{stats.videos_with_clicks} of {stats.videos} {stats.subset!r} videos"),
+        ("clicks", str(stats.clicks)),
+        ("background gaps", str(stats.gaps)),
+        ("gaps covered", _share(stats.gaps_covered, stats.gaps)),
+        ("clicks per covered gap", f"{stats.clicks_per_covered_gap:.3f}"),
+        ("clicks inside actions", _share(stats.inside_actions, stats.clicks)),
+        ("clicks on an action boundary", _share(stats.on_boundaries, stats.clicks)),
+        (f"clicks on the {ANNOTATION_FPS:g} fps frame grid", _share(stats.on_grid, stats.clicks)),
+        ("clicks outside the video", str(stats.outside_video)),
+    ]
+    for label, videos in (("videos missing from the ground truth", stats.missing_videos),
+                          ("videos of another subset", stats.other_subset_videos)):
+        rows.append((label, f"{len(videos)}" + (f" (e.g. {', '.join(videos[:3])})" if videos else "")))
+    print(f"{path} against {args.annotations}")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
     return 0
 
 
@@ -429,12 +467,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("clicks", help="background clicks for BackTAL")
     clicks = p.add_subparsers(dest="clicks_command", required=True, parser_class=_Parser)
-    q = clicks.add_parser("simulate", help="one random click inside every background segment")
+    q = clicks.add_parser("simulate", help="simulated background clicks: human-like (default) or one per gap")
     q.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
     q.add_argument("--out", required=True, help="clicks JSON to write")
     q.add_argument("--subset", help="subset to click (default: the training subset)")
     q.add_argument("--seed", type=int, default=0, help="seed of the click positions")
+    q.add_argument("--protocol", default="human", choices=["human", "uniform"],
+                   help="human: like BackTAL's THUMOS14 annotators (measured); uniform: one click in every gap (SF-Net)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a protocol value: gap_fraction, short_gap_seconds, clicks_per_gap, inside_fraction, "
+                        "inside_seconds, frame_rate (README: Background clicks)")
+    q.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations")
     q.set_defaults(func=cmd_clicks)
+    q = clicks.add_parser("stats", help="how a click file covers the background of a ground truth")
+    q.add_argument("clicks", nargs="+", help="clicks: wtal JSON or THUMOS14 CSV, several files or a folder with --annotator")
+    q.add_argument("--annotations", required=True, help=ANNOTATIONS_HELP)
+    q.add_argument("--subset", help="ground-truth subset (default: the training subset)")
+    q.add_argument("--annotator", help="with a folder or several files, the one whose name ends with this (e.g. A1)")
+    q.add_argument("--allow-pickle", action="store_true", help="allow W-TALC object .npy annotations")
+    q.add_argument("--json", action="store_true", help="print the figures as JSON")
+    q.set_defaults(func=cmd_clicks_stats)
 
     p = sub.add_parser("convert", help="write any supported annotation layout as ActivityNet JSON")
     p.add_argument("annotations", help="annotation file or folder in any supported layout")

@@ -72,21 +72,13 @@ def subset_items(ann, features, subset: str, clicks: dict | None = None):
     return build_items(ann, features, subset, clicks)
 
 
-def _choose_clicks(model: str, clicks: list[str] | None, annotator: str | None) -> dict[str, list[float]]:
-    """The background clicks of the one click file given, or of the file `annotator` names."""
+def _training_clicks(model: str, clicks: list[str] | None, annotator: str | None) -> dict[str, list[float]]:
+    """The background clicks of the file that `clicks` and `annotator` name (`choose_click_file`)."""
     from ..data.clicks import load_clicks
 
     if not clicks:
         raise PipelineError(f"{model} needs background clicks: pass --clicks FILE (or create one with `wtal clicks simulate`)")
-    files = list(clicks)
-    if len(files) > 1:
-        if annotator is None:
-            raise PipelineError(f"{len(files)} click files given: choose one with --annotator NAME (file stem)")
-        chosen = [f for f in files if Path(f).stem == annotator or Path(f).stem.endswith(annotator)]
-        if len(chosen) != 1:
-            raise PipelineError(f"--annotator {annotator}: matches {len(chosen)} of {', '.join(Path(f).stem for f in files)}")
-        files = chosen
-    return load_clicks(files[0])
+    return load_clicks(clicks, annotator)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +115,7 @@ def train_stage(features: str, annotations: str, model: str, out: str, clicks: l
     cls = get_localizer(model)
     preset_values = preset_overrides(model, preset)
     sets = {**preset_values, **(sets or {})}
-    click_map = _choose_clicks(model, clicks, annotator) if cls.needs_clicks else None
+    click_map = _training_clicks(model, clicks, annotator) if cls.needs_clicks else None
     items = subset_items(ann, feats, train_subset, click_map)
 
     def val_score(val_items, results) -> float:

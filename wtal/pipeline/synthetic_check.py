@@ -23,7 +23,8 @@ def run_synthetic(name: str, workdir, overrides: dict[str, Any] | None = None, s
                   clicks: bool = False, device: str = "cpu", dataset: dict[str, Any] | None = None) -> dict[str, Any]:
     """mAP of `name` and of the trivial detector on the synthetic test split, plus timings.
 
-    `epochs` is a shorthand for `overrides["epochs"]`.
+    `epochs` is a shorthand for `overrides["epochs"]`. `clicks` gives every training video one
+    click in each background gap (the uniform protocol: a learning check, not an annotator model).
     """
     feat_dir, ann_path = write_feature_dataset(workdir, **(dataset or {}))
     ann = load_annotations(ann_path)
@@ -33,7 +34,7 @@ def run_synthetic(name: str, workdir, overrides: dict[str, Any] | None = None, s
     if clicks:
         from ..data.clicks import simulate_clicks
 
-        click_map = simulate_clicks(ann, train_subset, seed)
+        click_map = simulate_clicks(ann, train_subset, seed, "uniform")
     train_items = build_items(ann, features, train_subset, click_map)
     test_items = build_items(ann, features, test_subset)
     sets = {**(overrides or {}), **({"epochs": epochs} if epochs is not None else {})}
