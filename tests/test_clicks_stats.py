@@ -172,6 +172,10 @@ def test_cli_bad_click_files_are_one_line(tmp_path, capsys):
         assert captured.err.count("\n") == 1 and message in captured.err and "Traceback" not in captured.err
     assert _stats_cli(str(THUMOS), "--annotations", gt) == 2
     assert "annotator: choose one of A1, A2, A3" in capsys.readouterr().err
+    # gaps need durations, which gt_basnet.json lacks
+    assert _stats_cli(str(THUMOS / "background_clicks_A1.csv"), "--annotations", str(THUMOS / "gt_basnet.json")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gt_basnet.json: database.video_validation_" in err and ".duration: missing" in err
 
 
 def test_cli_simulate_protocols(tmp_path, capsys):

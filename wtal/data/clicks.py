@@ -408,8 +408,8 @@ def click_stats(clicks: dict[str, list[float]], ann: AnnotationSet, subset: str,
         stats.videos_with_clicks += bool(times)
         stats.clicks += len(times)
         stats.gaps_covered += sum(any(a - tol <= t <= b + tol for t in times) for a, b in gaps)
+        assert video.duration is not None  # background_segments required it
         for t in times:
-            assert video.duration is not None
             stats.on_grid += abs(t / step - round(t / step)) * step <= tol
             if t < -tol or t > video.duration + tol:
                 stats.outside_video += 1

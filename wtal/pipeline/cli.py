@@ -342,8 +342,8 @@ def _add_extract_options(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="weakly-supervised localizer to train (list: wtal models)")
-    p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON or THUMOS14 CSVs")
-    p.add_argument("--annotator", help="with several --clicks files, the one whose name ends with this (e.g. A1)")
+    p.add_argument("--clicks", nargs="+", help="background clicks (BackTAL): wtal JSON, THUMOS14 CSVs or their folder")
+    p.add_argument("--annotator", help="with a folder or several --clicks files, the one whose name ends with this (e.g. A1)")
     p.add_argument("--epochs", type=int, help="alias of --set epochs=N (default: the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and the validation split")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model/training/test setting")
