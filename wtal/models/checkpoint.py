@@ -67,6 +67,8 @@ def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") 
     hparams = dict(payload["hparams"])
     if "topk_ratio" in hparams and "topk_ratio" not in cls.hparam_defaults():
         hparams["topk_fraction"] = 1.0 / hparams.pop("topk_ratio")  # checkpoints before the float top-k
+    if payload["model"] == "backtal":
+        hparams.setdefault("affinity_layout", "paper")  # checkpoints before the official layout were trained per tap
     model = cls(payload["feature_dim"], len(payload["class_names"]), **hparams)
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)

@@ -119,6 +119,8 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "cas_upsample": ("frames", f"{_BT} lib/post_process/functions.py:170 (CAS resized to frame_num)"),
             "class_score": ("weighted", f"{_BT} lib/post_process/functions.py:214-220 (score before binarising)"),
             "nms_overlap": ("tiou_plus_one", f"{_BT} lib/post_process/nms.py:10,20,24 (+1 in seconds, suppress >=)"),
+            "magnitude_thresholds": ((0.3, 0.8, 0.075), f"{_BT} lib/post_process/functions.py:154-159,188-198 "
+                                     "(feature-magnitude proposals, THUMOS14 only; not in the paper)"),
             "tiou": ("0.3:0.7:0.1", f"{_BT_P} Evaluation Metric: tIoU 0.3, 0.4, 0.5, 0.6, 0.7 on THUMOS14"),
         },
         "activitynet12": {
@@ -134,6 +136,8 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "oic_outer_ratio": (20.0, _BT12),
             "oic_class_weight": (0.6, _BT12),
             "nms_threshold": (0.7, _BT12),
+            "magnitude_thresholds": (None, f"{_BT} lib/post_process/functions.py:154,188 (magnitude proposals "
+                                     "on THUMOS14 only)"),
             "tiou": (ANET_TIOU, f"{_BT_P} Evaluation Metric: [0.5:0.05:0.95]"),
         },
         "activitynet13": {},

@@ -187,12 +187,17 @@ def cas_proposals(
     score_signal: np.ndarray | None = None,
     conventions: dict | None = None,
     frames_per_snippet: float | None = None,
+    agnostic_signal: np.ndarray | None = None,
+    agnostic_thresholds: np.ndarray | tuple = (),
 ) -> list[Proposal]:
     """Multi-threshold proposals with OIC scores for every selected class, in snippet units.
 
     `cas` (T, C) in [0, 1] is thresholded; the OIC contrast is computed on `score_signal`
     (defaults to `cas`) plus the class-score term. `conventions` holds the settings of
     `POSTPROCESS_DEFAULTS` (missing keys take their defaults); NMS is not applied here.
+    A class-agnostic `agnostic_signal` (T,) adds, for every selected class, the runs where it is
+    >= each of `agnostic_thresholds`, scored the same way but always on the raw `score_signal`
+    (BackTAL's feature-magnitude proposals); it is upsampled and smoothed as the CAS is.
     """
     cfg = {**POSTPROCESS_DEFAULTS, **(conventions or {})}
     fallback = _choice(cfg, "class_fallback", CLASS_FALLBACKS)
@@ -204,26 +209,34 @@ def cas_proposals(
     signal = cas if score_signal is None else np.asarray(score_signal, dtype=np.float64)
     T = cas.shape[0]
     length = upsample_length(T, cfg["cas_upsample"], frames_per_snippet)
+    agnostic = None if agnostic_signal is None else np.asarray(agnostic_signal, dtype=np.float64).reshape(-1)
     if length != T:
         cas, signal = upsample_linear(cas, length), upsample_linear(signal, length)
+        agnostic = None if agnostic is None else upsample_linear(agnostic, length)
     scale = T / length  # snippets per position of the thresholding axis
     sigma = float(cfg["threshold_smoothing"])
+    agnostic = None if agnostic is None else gaussian_smooth(agnostic, sigma)
     proposals = []
+
+    def add_runs(above: np.ndarray, oic_signal: np.ndarray, c: int, term: float) -> None:
+        for s, e in group_runs(above):
+            if e - s < min_length:
+                continue
+            run = e - s
+            e = min(length, e + extension)
+            contrast = (oic_score(oic_signal, s, e, outer_ratio) if bands == "round"
+                        else oic_score_wtalc(oic_signal, s, e, run, outer_ratio))
+            proposals.append(Proposal(c, contrast + term, s * scale, e * scale))
+
     for c in select_classes(video_scores, class_threshold, fallback):
         thr_signal = gaussian_smooth(cas[:, c], sigma)
         term = class_weight * (float(video_scores[c]) if score_mode == "weighted" else 1.0)
         for thr in thresholds:
-            above = thr_signal > thr
             oic_signal = signal[:, c] if oic_mode == "raw" else np.where(thr_signal >= thr, signal[:, c], 0.0)
-            for s, e in group_runs(above):
-                if e - s < min_length:
-                    continue
-                run = e - s
-                e = min(length, e + extension)
-                contrast = (oic_score(oic_signal, s, e, outer_ratio) if bands == "round"
-                            else oic_score_wtalc(oic_signal, s, e, run, outer_ratio))
-                score = contrast + term
-                proposals.append(Proposal(int(c), score, s * scale, e * scale))
+            add_runs(thr_signal > thr, oic_signal, int(c), term)
+        if agnostic is not None:
+            for thr in agnostic_thresholds:
+                add_runs(agnostic >= thr, signal[:, c], int(c), term)
     return proposals
 
 
@@ -258,9 +271,11 @@ def suppress(proposals: list[Proposal], cfg: dict) -> list[Proposal]:
                          cfg.get(VIDEO_SNIPPET_SECONDS))
 
 
-def cas_detections(cas: np.ndarray, video_scores: np.ndarray, cfg: dict, score_signal: np.ndarray | None = None
+def cas_detections(cas: np.ndarray, video_scores: np.ndarray, cfg: dict, score_signal: np.ndarray | None = None,
+                   agnostic_signal: np.ndarray | None = None, agnostic_thresholds: np.ndarray | tuple = ()
                    ) -> list[Proposal]:
-    """Thresholded-CAS proposals of one video after NMS, from a test config (`Localizer.detect`)."""
+    """Thresholded-CAS proposals of one video (plus those of a class-agnostic signal, see
+    `cas_proposals`) after NMS, from a test config (`Localizer.detect`)."""
     proposals = cas_proposals(
         cas, video_scores,
         class_threshold=cfg["class_threshold"],
@@ -270,6 +285,8 @@ def cas_detections(cas: np.ndarray, video_scores: np.ndarray, cfg: dict, score_s
         score_signal=score_signal,
         conventions=cfg,
         frames_per_snippet=cfg.get(VIDEO_FRAMES_PER_SNIPPET),
+        agnostic_signal=agnostic_signal,
+        agnostic_thresholds=agnostic_thresholds,
     )
     return suppress(proposals, cfg)
 
