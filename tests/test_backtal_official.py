@@ -117,6 +117,9 @@ def test_feature_magnitude_hand_worked():
     assert np.allclose(feature_magnitude(np.full(3, 2.0)), 0.0)  # a constant norm: delta 1, then clipped
     assert np.allclose(magnitude_thresholds((0.3, 0.8, 0.075)), [0.3, 0.375, 0.45, 0.525, 0.6, 0.675, 0.75])
     assert magnitude_thresholds(None).size == magnitude_thresholds(()).size == 0
+    # --set magnitude_thresholds= (empty) turns them off, start,stop,step sets them
+    assert split_settings(BackTAL, {"magnitude_thresholds": ""})[2]["magnitude_thresholds"] == ()
+    assert split_settings(BackTAL, {"magnitude_thresholds": "0.2,0.9,0.1"})[2]["magnitude_thresholds"] == (0.2, 0.9, 0.1)
     with pytest.raises(SettingsError, match="magnitude_thresholds"):
         magnitude_thresholds((0.3, 0.8))
     with pytest.raises(SettingsError, match="step"):

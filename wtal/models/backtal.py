@@ -43,20 +43,23 @@ predicts exactly what it predicts alone.
 Affinity layout (`affinity_layout`): "official" (default) is what VividLe/BackTAL
 lib/models/network.py:40-58 computes: its similarity tile is k blocks of D rows while the
 unfolded input is channel-major (c k + i), so W[:, c, i] x_c is scaled by a[(c k + i) // D, t]:
-about the first D/3 input channels (all taps) by sim(t, t-1), the middle third unmodulated, the
-last by sim(t, t+1); "paper" is Eq. 15-16, tap i scaled by a[i, t]. Ablations of the paper:
-`affinity_modulation=false` drops the affinity module (no embedding, no L_aff, plain
-convolutions: Table 7 without "Affinity Module"); `affinity_weight=0` keeps the modulation
+at k = 3, about the first D/3 input channels (all taps) by sim(t, t-1), the middle third
+unmodulated, the last by sim(t, t+1), the boundary channels split by tap (the official code has
+k = 3 only; k blocks of D rows is its tile for any h); "paper" is Eq. 15-16, tap i scaled by
+a[i, t]. Ablations of the paper: `affinity_modulation=false` drops the affinity module (no
+embedding, no L_aff, plain convolutions of Eq. 14: Table 7 without "Affinity Module"); `affinity_weight=0` keeps the modulation
 without L_aff (the paper's 35.1 variant); `neighbourhood` 3/5/7/9 is Table 9.
 
 Test (§3.5 plus the official THUMOS14 test): the suppressed CAS thresholded as BaS-Net; with
 `magnitude_thresholds` (default 0.3, 0.8, 0.075, as VividLe/BackTAL
-lib/post_process/functions.py:154-159,188-198; off in the ActivityNet preset, as the code does
-off THUMOS14) the L2 norm over channels of the suppressed branch's first conv layer (after its
-LeakyReLU), min-max normalised and clipped to [0, 1] (extras["magnitude"]), is upsampled as the
-CAS, and its runs >= each threshold become proposals of every class that passes the class
-threshold, scored by OIC on that class's unthresholded CAS plus 0.2 x the class score, pooled
-with the CAS proposals before the per-class NMS.
+lib/post_process/functions.py:154-159,188-198) the L2 norm over channels of the suppressed
+branch's first conv layer (after its LeakyReLU), min-max normalised and clipped to [0, 1]
+(extras["magnitude"]), is upsampled as the CAS, and its runs >= each threshold become proposals
+of every class that passes the class threshold, scored by OIC on that class's unthresholded CAS
+plus 0.2 x the class score (the real score: BackTAL's code uses it before binarising), pooled
+with the CAS proposals before the per-class NMS. The code adds them on THUMOS14 only, so the
+ActivityNet 1.2 preset sets None; there is no official ActivityNet 1.3 configuration, so that
+preset keeps the THUMOS14 value (`--set magnitude_thresholds=` turns them off).
 
 Review items (reviews/backtal.md) marked high or medium, and how wtal stands:
 - 1 / 3.1 fixed temporal scale (high): fixed, 750 slots in training by BaS-Net's perturbed
