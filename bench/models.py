@@ -4,8 +4,9 @@ Each model (default: everything `wtal.models` registers; `--models` to choose) i
 trained with its own defaults (the paper's optimiser, learning rate, batch, epochs, sampled
 length, loss weights and test settings) on the same `wtal.data.thumos_like` dataset, once per
 seed, and evaluated on the dataset's test subset after the last epoch of its fixed schedule (no
-epoch or checkpoint is chosen on the evaluated videos). BackTAL trains with simulated background
-clicks (one per background segment), the others with video labels only.
+epoch or checkpoint is chosen on the evaluated videos). BackTAL trains with background clicks
+(`--clicks FILE`, else simulated: `--click-protocol human`, like THUMOS14's annotators, the
+default, or `uniform`, one per background gap), the others with video labels only.
 
 CPU reductions, printed and the same for every model:
 - `--width-div N` divides every layer width of every model (WIDTHS below; RSKP's embedding is the
@@ -204,7 +205,7 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         ann = load_annotations(args.annotations)
         source = open_features(args.features)
         train_subset, test_subset = ann.default_subsets()
-        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0)
+        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0, args.click_protocol)
         data = {"train": build_items(ann, source, train_subset), "train_clicks": build_items(ann, source, train_subset, clicks),
                 "test": build_items(ann, source, test_subset)}
         seconds, what = source.snippet_seconds, f"features {args.features}, annotations {args.annotations}"
@@ -213,7 +214,7 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         feats, raw = make_thumos_like(cfg)
         ann = annotations_from_dict(raw)
         train_subset, test_subset = ann.default_subsets()
-        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0)
+        clicks = load_clicks(args.clicks) if args.clicks else simulate_clicks(ann, train_subset, 0, args.click_protocol)
         seconds = cfg.snippet_seconds
         data = {"train": items_of(ann, feats, train_subset, None, seconds, cfg.fps),
                 "train_clicks": items_of(ann, feats, train_subset, clicks, seconds, cfg.fps),
@@ -305,7 +306,8 @@ def combine(paths: list[Path]) -> None:
     print(f"dataset: {saved[0]['dataset']}")
     print(f"reduction: {saved[0]['reduction']}")
     for p, d in zip(paths, saved):
-        print(f"{p}: code {d.get('code', 'unknown')}, models {', '.join(d['runs'])}, runtime {d.get('runtime_seconds', 0):.0f} s")
+        print(f"{p}: code {d.get('code', 'unknown')}, models {', '.join(d['runs'])}, BackTAL's clicks "
+              f"{d.get('clicks', 'not recorded')}, runtime {d.get('runtime_seconds', 0):.0f} s")
     summary = {name: summarise(rs) for name, rs in sorted(runs.items(), key=lambda kv: kv[0] != BASELINE)}
     print()
     print(calibration_line(summary[BASELINE]))
@@ -330,6 +332,8 @@ def main() -> None:
     parser.add_argument("--features", help="read features from disk instead of generating them")
     parser.add_argument("--annotations", help="annotation JSON for --features")
     parser.add_argument("--clicks", help="background clicks for BackTAL (default: simulated)")
+    parser.add_argument("--click-protocol", default="human", choices=("human", "uniform"),
+                        help="simulated clicks: like THUMOS14's annotators, or one per background gap (SF-Net)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--json", type=Path, help="write settings, per-seed and summary numbers here")
     args = parser.parse_args()
@@ -362,6 +366,8 @@ def main() -> None:
                  f"{'quick' if args.quick else 'full' if full else 'reduced'} mode; device {device}")
     print(f"reduction (same for every model): {reduction}; torch threads 1 per run, {args.jobs} run(s) at once; "
           f"registered models: {', '.join(sorted(REGISTRY))}")
+    clicks = args.clicks or f"{args.click_protocol} simulation, seed 0"
+    print(f"BackTAL's clicks: {clicks}")
     print("per model: settings changed from its defaults (default in parentheses)")
     settings = {}
     for name in names:
@@ -381,6 +387,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args), "code": code_version(), "dataset": what, "reduction": reduction,
+                                         "clicks": clicks,
                                          "settings": settings, "runs": runs, "summary": summary,
                                          "runtime_seconds": runtime}, indent=1, default=str))
         print(f"wrote {args.json}")
