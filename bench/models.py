@@ -319,6 +319,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", help="registered model names (default: all)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process with one torch thread")
+    parser.add_argument("--without-baseline", action="store_true",
+                        help=f"skip {BASELINE}: the runs go to --json only, to be printed by --combine with a file that has it")
     parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                         help="print one table from earlier --json files (same dataset and reduction) and exit")
     parser.add_argument("--quick", action="store_true",
@@ -354,6 +356,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; registered: {', '.join(available)}")
     names = [BASELINE] + [n for n in dict.fromkeys(args.models or available) if n != BASELINE]
+    if args.without_baseline:
+        if not args.json or names == [BASELINE]:
+            parser.error("--without-baseline needs --json (for a later --combine) and --models other than the baseline")
+        names.remove(BASELINE)
     device = resolve_device(args.device)
 
     begin = time.perf_counter()
@@ -379,9 +385,10 @@ def main() -> None:
     runs = run_all(names, args.seeds, settings, data, device, args.jobs)
     summary = {name: summarise(runs[name]) for name in names}
 
-    print()
-    print(calibration_line(summary[BASELINE]))
-    print_table(summary, args.seeds)
+    if BASELINE in summary:
+        print()
+        print(calibration_line(summary[BASELINE]))
+        print_table(summary, args.seeds)
     runtime = time.perf_counter() - begin
     print(f"runtime: {runtime:.0f} s wall, {args.jobs} run(s) at once")
     if args.json:
