@@ -18,3 +18,20 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One embedded local Ray instance with 2 CPUs for the in-process Ray tests of a module that
+    need no cluster of their own (no fault injection, no declared GPUs, no extra nodes); stopped
+    when the module ends, so no later test joins it instead of starting its own."""
+    import ray
+
+    from wtal.pipeline.runtime import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        yield init_ray(workers=2)
+    finally:
+        ray.shutdown()

@@ -122,37 +122,26 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     assert proc.returncode != 0 and "ann.json" in proc.stderr and "segment" in proc.stderr
 
 
-def test_a_stage_failing_in_its_ray_task_raises_its_own_error(tmp_path):
-    import ray
-
+def test_a_stage_failing_in_its_ray_task_raises_its_own_error(local_ray, tmp_path):
     from wtal.data.features import FeatureError
     from wtal.pipeline.runtime import run_stage_on_ray
     from wtal.pipeline.stages import train_stage
 
     missing = tmp_path / "no-features"
-    try:
-        with pytest.raises(FeatureError, match="no-features: features must be a directory"):
-            run_stage_on_ray(train_stage, device="cpu", workers=1, features=str(missing),
-                             annotations=str(tmp_path / "ann.json"), model="ecm", out=str(tmp_path / "run"))
-    finally:
-        ray.shutdown()
+    with pytest.raises(FeatureError, match="no-features: features must be a directory"):
+        run_stage_on_ray(train_stage, device="cpu", workers=1, features=str(missing),
+                         annotations=str(tmp_path / "ann.json"), model="ecm", out=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 
-def test_fewer_videos_than_cpus_give_each_actor_several_threads(dataset, tmp_path):
-    import ray
-
+def test_fewer_videos_than_cpus_give_each_actor_several_threads(local_ray, dataset, tmp_path):
+    """One video on the 2-CPU instance: its one actor reserves both CPUs and uses two threads."""
     from wtal.extract.features import ExtractSettings
     from wtal.pipeline.extraction import extract_videos
 
     _, video_dir, _ = dataset
     one = sorted(video_dir.glob("*.mp4"))[0]
     settings = ExtractSettings(crop_size=56, flow="opencv-cpu", flow_preset="fast")
-    if ray.is_initialized():
-        ray.shutdown()
-    try:
-        summary = extract_videos([str(one)], str(tmp_path / "cache"), settings, device="cpu", workers=2)
-    finally:
-        ray.shutdown()
+    summary = extract_videos([str(one)], str(tmp_path / "cache"), settings, device="cpu", workers=2)
     assert (summary.done, summary.failed) == (1, [])
     assert summary.records[0]["threads"] == 2
