@@ -48,7 +48,12 @@ def test_missing_corrupt_or_non_dict_checkpoints_name_the_file(saved, tmp_path):
     ({"model": "nosuchmodel"}, "field 'model': "),
     ({"feature_dim": 7}, "field 'state_dict' does not match mil: size mismatch for head.net.0.weight"),
     ({"state_dict": {}}, "field 'state_dict' does not match mil: missing ['head.net.0.weight'"),
-    ({"state_dict": 3}, "field 'state_dict' does not match mil: "),
+    ({"state_dict": 3}, "field 'state_dict': expected dict, got int"),
+    ({"hparams": [("hidden", 8)]}, "field 'hparams': expected dict, got list"),
+    ({"class_names": "ab"}, "field 'class_names': expected list, got str"),
+    ({"feature_dim": 6.0}, "field 'feature_dim': expected int, got float"),
+    ({"hparams": {"hidden": 8, "width": 3, "depth": 1}},
+     "field 'hparams': depth, width not among mil's settings (dropout, hidden, topk_fraction)"),
 ])
 def test_a_bad_field_is_named(saved, tmp_path, changes, message):
     _, payload = saved

@@ -64,15 +64,22 @@ def load_checkpoint(run: str | os.PathLike, device: torch.device | str = "cpu") 
         cls = get_localizer(payload["model"])
     except ValueError as exc:
         raise CheckpointError(f"{path}: field 'model': {exc}") from None
+    for key, kind in (("hparams", dict), ("class_names", list), ("state_dict", dict), ("feature_dim", int)):
+        if not isinstance(payload[key], kind) or isinstance(payload[key], bool):
+            raise CheckpointError(f"{path}: field '{key}': expected {kind.__name__}, got {type(payload[key]).__name__}")
     hparams = dict(payload["hparams"])
     if "topk_ratio" in hparams and "topk_ratio" not in cls.hparam_defaults():
         hparams["topk_fraction"] = 1.0 / hparams.pop("topk_ratio")  # checkpoints before the float top-k
     if payload["model"] == "backtal":
         hparams.setdefault("affinity_layout", "paper")  # checkpoints before the official layout were trained per tap
+    unknown = sorted(set(hparams) - set(cls.hparam_defaults()))
+    if unknown:
+        raise CheckpointError(f"{path}: field 'hparams': {', '.join(unknown)} not among {cls.name}'s settings "
+                              f"({', '.join(sorted(cls.hparam_defaults()))})")
     model = cls(payload["feature_dim"], len(payload["class_names"]), **hparams)
     try:
         result = model.load_state_dict(payload["state_dict"], strict=False)
-    except (RuntimeError, TypeError) as exc:  # shapes unlike those the feature width and hparams give
+    except RuntimeError as exc:  # shapes unlike those the feature width and hparams give
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise CheckpointError(f"{path}: field 'state_dict' does not match {cls.name}: {lines[-1] if lines else exc}") from None
     if result.missing_keys or result.unexpected_keys:
