@@ -286,9 +286,7 @@ class CleanNet(Localizer):
                  segments: int = 3, dropout: float = 0.0, anchor_scp_threshold: float = 0.1,
                  anchor_sap_threshold: float = 0.0, reg_margin: float = 2.0, cls_epochs: int = 20):
         super().__init__(feature_dim, num_classes)
-        self.hidden, self.anchors, self.segments, self.dropout = hidden, tuple(anchors), segments, dropout
-        self.anchor_scp_threshold, self.anchor_sap_threshold = anchor_scp_threshold, anchor_sap_threshold
-        self.reg_margin, self.cls_epochs = reg_margin, cls_epochs
+        self.anchors = tuple(anchors)  # the other arguments are attributes already (Localizer records them)
         if not self.anchors or min(self.anchors) <= 0:
             raise SettingsError(f"anchors must be positive widths in snippets, got {self.anchors}")
         self.drop = nn.Dropout(dropout)
