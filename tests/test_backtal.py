@@ -36,8 +36,9 @@ def test_registered_with_paper_defaults():
                   "embed_hidden": 512, "embed_dim": 32, "click_weight": 1.0, "separation_weight": 1.0,
                   "affinity_weight": 0.8, "tau_same": 0.5, "tau_diff": 0.1, "affinity_layout": "official",
                   "affinity_modulation": True, "neighbourhood": 3}
+    # paper §4.1: complete features linearly interpolated to T = 750 in training, not BaS-Net's random sampling
     assert train == {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 3, "max_len": 750,
-                     "train_sampling": "perturb", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                     "train_sampling": "interpolate", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     assert test["class_threshold"] == 0.25 and test["cas_thresholds"] == (0.0, 0.25, 0.025)
     assert (test["oic_outer_ratio"], test["oic_class_weight"], test["nms_threshold"]) == (0.25, 0.2, 0.55)
     # BackTAL's official test: T = 750 (experiments/THUMOS14.yaml:28), OIC on cas_temp and the CAS resized to

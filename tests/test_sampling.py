@@ -89,7 +89,7 @@ def test_train_sampling_setting_reaches_training():
     # CleanNet trains on whole videos ("native", tests/test_cleannet.py), as its paper does
     # issue 13: each method's official sampling (pinned with sources in tests/test_{ecm,backtal,dgam}.py)
     expected = {"ecm": ("interpolate", "interpolate"), "basnet": ("perturb", "interpolate"),
-                "backtal": ("perturb", "interpolate"), "rskp": ("segments", "native"), "dgam": ("segments", "uniform")}
+                "backtal": ("interpolate", "interpolate"), "rskp": ("segments", "native"), "dgam": ("segments", "uniform")}
     for name, modes in expected.items():
         cls = get_localizer(name)
         assert (cls.train_defaults["train_sampling"], cls.test_defaults["test_sampling"]) == modes

@@ -62,8 +62,11 @@ ActivityNet 1.2 preset sets None; there is no official ActivityNet 1.3 configura
 preset keeps the THUMOS14 value (`--set magnitude_thresholds=` turns them off).
 
 Review items (reviews/backtal.md) marked high or medium, and how wtal stands:
-- 1 / 3.1 fixed temporal scale (high): fixed, 750 slots in training by BaS-Net's perturbed
-  sampling, linear interpolation to 750 at test (`train_sampling`, `test_sampling`).
+- 1 / 3.1 fixed temporal scale (high): fixed, every video linearly interpolated to T = 750 in
+  training and at test (`train_sampling`, `test_sampling` interpolate). Paper §4.1 replaces
+  BaS-Net's random sampling by this ("the one simplification", 27.0 -> 28.6 mAP@0.5) and the
+  official code trains on fixed-T features (experiments/THUMOS14.yaml:28 NUM_SEGMENTS 750), so
+  BaS-Net keeps its perturbed sampler and BackTAL does not (`--set train_sampling=perturb`).
 - 2 / 5.2 feature-magnitude proposals (medium): fixed, `magnitude_thresholds` (above).
 - 3 / 5.4 OIC on the thresholded CAS (medium): fixed, `oic_signal=thresholded`.
 - 4 / 5.3 CAS resolution (medium-low): fixed, `cas_upsample` frames (BackTAL) and 24 (BaS-Net).
@@ -311,7 +314,7 @@ class BackTAL(BaSNet):
     needs_clicks = True
     conv_bias = False
     train_defaults = {"lr": 1e-4, "weight_decay": 5e-4, "batch_size": 16, "epochs": 100, "max_len": 750,
-                      "train_sampling": "perturb", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
+                      "train_sampling": "interpolate", "lr_decay_epochs": (), "lr_decay_factor": 0.1}
     test_defaults = {**BaSNet.test_defaults, "nms_threshold": 0.55, "cas_upsample": "frames", "class_score": "weighted",
                      "magnitude_thresholds": (0.3, 0.8, 0.075)}
 

@@ -112,8 +112,9 @@ PRESETS: dict[str, dict[str, dict[str, tuple[Any, str]]]] = {
             "oic_outer_ratio": (0.25, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
             "oic_class_weight": (0.2, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
             "nms_threshold": (0.55, f"{_BT} lib/post_process/functions.py (reviews/backtal.md §2)"),
-            "train_sampling": ("perturb", f"{_BAS} thumos_features.py:136-151 (BackTAL's baseline sampler; "
-                               f"{_BT} experiments/THUMOS14.yaml:28 NUM_SEGMENTS 750)"),
+            "train_sampling": ("interpolate", f"{_BT_P} Baseline Method: complete features linearly interpolated to "
+                               f"a fixed length, instead of BaS-Net's random selection; {_BT} experiments/THUMOS14.yaml:28 "
+                               "NUM_SEGMENTS 750"),
             "test_sampling": ("interpolate", f"{_BT_P}: features scaled to a fixed length by linear interpolation"),
             "oic_signal": ("thresholded", f"{_BT} lib/post_process/functions.py:178-184,116-124 (cas_temp)"),
             "cas_upsample": ("frames", f"{_BT} lib/post_process/functions.py:170 (CAS resized to frame_num)"),
