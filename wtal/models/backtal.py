@@ -75,7 +75,10 @@ Review items (reviews/backtal.md) marked high or medium, and how wtal stands:
   the official code runs 40 epochs and keeps the best test-set evaluation.
 - 7 / 5.5 NMS overlap (low-medium): fixed, `nms_overlap=tiou_plus_one` (+1 in seconds, suppress >=).
 - 13 / §6 BaS-Net test (low-medium): fixed, binarised class-score term (`class_score=constant`,
-  +0.2 per proposal, Pilhyeon/BaSNet-pytorch test.py:39-40), interpolation to 750, x24.
+  +0.2 per proposal, Pilhyeon/BaSNet-pytorch test.py:39-40), 750 test slots, x24. Two deliberate
+  differences: test videos are interpolated to 750 where the public code samples floor-uniform
+  (`--set test_sampling=perturb` gives that), and the last of the 1500 iterations is kept where
+  the public code evaluates on the test set after every iteration and keeps the best.
 - 14 / 3.3 time scale of length-normalised features (bug risk): fixed, each video's own time base
   (`FeatureSource.time_base`) for clicks and seconds, and test positions mapped back per video.
 - 8 / 4.2 (low) L_sep is -log p_act, as the official lib/criterion/loss.py:137-139: Eq. 8's

@@ -13,20 +13,21 @@ the whole feature as one stream) has
 
 Losses of the attention model of one stream (masked over padded snippets):
 
-- L_fg = CE(f(x_fg), y),  x_fg = sum_t lambda_t x_t / (sum_t lambda_t + 1), y the normalised labels
-  with background 0;
-- L_bg = CE(f(x_bg), background),  x_bg = sum_t (1 - lambda_t) x_t / (sum_t (1 - lambda_t) + 1e-6);
-- L_guide = mean_t |lambda_t - max_{c in y} G_tc| + |lambda_t - (1 - G_t,bg)|, G = Gaussian-smoothed
-  (sigma 1) softmax TCAM x_t W^T over C + 1 classes, detached;
+- L_fg = CE(f(x_fg), y) (Eq. 6),  x_fg = sum_t lambda_t x_t / (sum_t lambda_t + 1) (Eq. 4, with
+  the public code's +1 in the denominator), y the normalised labels with background 0;
+- L_bg = CE(f(x_bg), background) (Eq. 6, alpha = 0.03),  x_bg = sum_t (1 - lambda_t) x_t /
+  (sum_t (1 - lambda_t) + 1e-6) (Eq. 5);
+- L_guide = mean_t |lambda_t - max_{c in y} G_tc| + |lambda_t - (1 - G_t,bg)| (Eq. 13-15), G =
+  Gaussian-smoothed (sigma 1) softmax TCAM x_t W^T over C + 1 classes, detached;
 - L_re = mean over snippets and dimensions of (x_t - decoder(z_t, lambda_t))^2 with z_t ~
-  N(r lambda_t, I), r = 1: the generative term that pulls lambda towards values under which the
-  CVAE explains the feature.
+  N(r lambda_t, I), r = 1 (Eq. 11-12, L = 1 sample): the generative term that pulls lambda towards
+  values under which the CVAE explains the feature.
 
-  L_att = f_s L_fg + 0.03 L_bg + 0.1 L_guide + w_s min(1, epoch / 300) L_re,  w_rgb 0.5, w_flow 0.3,
-  f_s = 1 (`fg_stream_weights`).
+  L_att = f_s L_fg + 0.03 L_bg + 0.1 L_guide + w_s min(1, epoch / 300) L_re   (Eq. 16,
+  gamma_1 = w_s: w_rgb 0.5, w_flow 0.3; gamma_2 = 0.1; f_s = 1, `fg_stream_weights`).
 
-The CVAE of a stream minimises L_cvae = MSE(x, decoder(z, lambda)) + 0.1 KL(q(z | x, lambda) ||
-N(r lambda, I)) with lambda fixed.
+The CVAE of a stream (Eq. 9) minimises L_cvae = MSE(x, decoder(z, lambda)) + 0.1 KL(q(z | x,
+lambda) || N(r lambda, I)) with lambda fixed (Eq. 10, beta = 0.1, one sample).
 
 Training alternates (`fit_step`): for each batch, (1) `cvae_steps` CVAE updates with the
 attention model frozen (lambda computed without gradient), then (2) one attention-model update
@@ -44,7 +45,11 @@ ActivityNet flow 0.3 in its preset, function.py:162); the CVAE loss is scaled by
 factor (function.py:76); both warm-ups last `warmup_epochs` of `warmup_reference_epochs` (300 of
 6000), scaled to the run's epoch count. `cvae_steps=0` trains without the generative model (the
 paper's ablation; add recon_weights=0,0 to drop L_re too). `two_stream=True` needs an even
-feature width (the rgb | flow halves), else a SettingsError.
+feature width, else a SettingsError; any even width is split into rgb | flow halves (wtal's
+feature layout), so a single-backbone feature needs `two_stream=false`. gamma_1, the attention
+thresholds and eta were tuned on the authors' own I3D features, unstandardised (reviews/dgam.md
+D5): L_re and L_cvae are MSEs on raw features, so other features or `--standardize` change the
+effective L_re weight and the threshold scale.
 
 Test (per stream, classes with probability >= 0.1 else the top one): weighted TCAM
 wtcam = lambda sigmoid(x W_c^T); proposal score signal lambda^2 (a sigmoid(TCAM_s) + (1 - a)
@@ -53,7 +58,9 @@ linear interpolation; snippets where 0.8 wtcam + 0.2 lambda^2 exceeds the stream
 0.03, flow 0.08) are grouped into segments scored as inner mean minus 0.3 x (left outer mean +
 right outer mean), each outer band a quarter of the segment plus one step; the rgb and flow
 proposals are united and suppressed by per-class NMS at 0.5 (also for a class only one stream
-predicts, which the public code leaves unsuppressed). Videos longer than T_max = 400 snippets
+predicts, which the public code leaves unsuppressed). The segment score is the public code's form
+of Eq. 17 (eta = 0.3, outer bands a quarter of the segment) on the weighted TCAM signal, where the
+paper pools attention-weighted features per segment (Sec. 3.5). Videos longer than T_max = 400 snippets
 are sampled uniformly to 400 at test (paper §4.2; D3, fixed; the public code also stretches videos
 shorter than 50, wtal keeps them whole); no detection cap (D4, fixed).
 """

@@ -7,20 +7,21 @@ class, no bias):
 
 - pre-classification stream: CAS A = W E(x) of shape (T, C); the video logits s_pre are the
   mean of the k = max(1, T // 8) highest CAS values per class;
-- weight transition: per-class aggregation weights W^a = sigmoid(1x1 conv(A)) in (0, 1)^(T, C),
-  background weights W^b = 1 - W^a;
+- weight transition (Sec. 3.2): per-class aggregation weights W^a = sigmoid(1x1 conv(A)) in
+  (0, 1)^(T, C), background weights W^b = 1 - W^a;
 - post-classification stream: snippets are split into G = 3 interleaved folds (t mod 3); for
   every class c and fold g the input features are aggregated into one feature
   f^a_{c,g} = sum_t W^a_{t,c} x_t over the fold's valid snippets (Eq. 1, a weighted sum, at the
   scale of a 750-snippet video: times 750 / T for a video of T valid snippets), the three
   folds of a class pass through E as a length-3 sequence, and class c's own classifier row
-  scores them: s_post[c] = mean_g W_c E(f^a_c)_g. Background features f^b use W^b the same way.
+  scores them: s_post[c] = mean_g W_c E(f^a_c)_g. Background features f^b use W^b the same way
+  (Eq. 2).
 
-Losses (weights from the public code, THUMOS14):
+Losses (Eq. 5, alpha = 0.05 and beta = 5 from the public code, THUMOS14):
     L = CE(s_pre) + CE(s_post) + 0.05 * L_c2c + 5 * L_a2c,
-where CE is the softmax cross-entropy against L1-normalised video labels, L_c2c =
-MSE(s_pre, s_post) on the logits (classification-to-classification consistency), and L_a2c
-(aggregation consistency) takes p = softmax([s_post, s_bg]) over the 2C action and background
+where CE is the softmax cross-entropy against L1-normalised video labels (Sec. 3.5), L_c2c =
+MSE(s_pre, s_post) on the logits (Eq. 3, classification-to-classification consistency), and
+L_a2c (Eq. 4, aggregation consistency) takes p = softmax([s_post, s_bg]) over the 2C action and background
 logits and, for every ground-truth class c, applies binary cross-entropy pushing p[c] to 1
 and p[C + c] to 0: the transition weights must pick the snippets that carry class c and leave
 none of them to the background aggregate.
