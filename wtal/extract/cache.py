@@ -1,13 +1,8 @@
 """Content-addressed feature cache.
 
-Layout of a cache directory::
+The format marker, entries and manifest are laid out as `wtal.data.cache` describes (the
+readers' side); the writer adds two files of its own::
 
-    wtal-cache.json          format marker
-    entries/<key>.npy        (T, D) float32 features of one video under one set of settings
-    entries/<key>.json       its record: video_id, status ok|failed, reason, key, created, shape,
-                             sha256 of the .npy, settings, source path
-    manifest.json            {"videos": {video_id: key}}: what the last extraction of each video
-                             produced; readers and `gc` follow it
     hashes.jsonl             memo of video content hashes, one JSON line per hashed file:
                              {path, size, mtime_ns, inode, sha256}
     .lock                    the cache's file lock
