@@ -293,8 +293,10 @@ def test_kd_weight_halves_once_the_memory_branch_runs():
 
 @pytest.mark.parametrize("with_memory", [False, True])
 def test_step_gradient_is_the_sum_of_the_videos_gradients(with_memory):
-    """The official code backpropagates each video and steps every 10: the batch gradient is the
-    SUM of the per-video gradients (batch_loss="sum"), the mean's x B."""
+    """The official code backpropagates each video alone and steps every 10: the batch gradient
+    is the SUM of the per-video gradients (batch_loss="sum"), the mean's x B; after the warm-up
+    each video's representatives enter the bank before the next video (videos 0 and 1 share
+    class 1, so video 1 sees video 0's)."""
     torch.manual_seed(0)
     D, C = 20, 3
     batch = _batch([9, 14, 6], D, C, seed=4)
@@ -302,20 +304,31 @@ def test_step_gradient_is_the_sum_of_the_videos_gradients(with_memory):
     if with_memory:
         _fill_bank(model, batch)
     epoch = 1 if with_memory else 0
-    ref = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    ref_model = RSKP(D, C, warmup=0, dropout=0.0)
+    ref_model.load_state_dict(model.state_dict())
+    mean = RSKP(D, C, warmup=0, dropout=0.0, batch_loss="mean")
+    mean.load_state_dict(model.state_dict())
+    ref = {n: torch.zeros_like(p) for n, p in ref_model.named_parameters()}
+    totals = []
     for b, n in enumerate([9, 14, 6]):
         single = {"features": batch["features"][b:b + 1, :n], "mask": batch["mask"][b:b + 1, :n],
                   "labels": batch["labels"][b:b + 1]}
-        model.zero_grad()
-        model.compute_losses(single, epoch)["total"].backward()
-        for name, p in model.named_parameters():
+        ref_model.zero_grad()
+        total = ref_model.compute_losses(single, epoch)["total"]
+        total.backward()
+        totals.append(float(total.detach()))
+        for name, p in ref_model.named_parameters():
             ref[name] += p.grad
-    mean = RSKP(D, C, warmup=0, dropout=0.0, batch_loss="mean")
-    mean.load_state_dict(model.state_dict())  # before the step updates the bank
+        if with_memory:
+            with torch.no_grad():
+                out = ref_model(single["features"], single["mask"])
+            ref_model.update_bank(out["bases"], out["base_scores"], single["labels"])
     opt = {"main": torch.optim.SGD(model.parameters(), lr=0.0)}
-    model.fit_step(batch, opt, epoch)
+    terms = model.fit_step(batch, opt, epoch)
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, ref[name], atol=1e-5, rtol=1e-4), name
+    assert torch.equal(model.bank, ref_model.bank) and torch.equal(model.bank_scores, ref_model.bank_scores)
+    assert terms["total"] == pytest.approx(sum(totals) / 3, rel=1e-5)
     mean.fit_step(batch, {"main": torch.optim.SGD(mean.parameters(), lr=0.0)}, epoch)
     assert torch.allclose(mean.centres.grad * 3, ref["centres"], atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="batch_loss"):

@@ -42,7 +42,10 @@ Loss (paper Eq. 8, weights from the paper / official code), per video:
 A step takes the SUM of its 10 videos' losses (`batch_loss="sum"`): the official code
 backpropagates each video and steps every 10 without dividing, so with Adam's coupled L2 a mean
 would make the weight decay 5e-4 effectively 10x stronger; `batch_loss="mean"` is the
-alternative. mu(0) is xavier-uniform as in the official `main_branch.py`; the paper's (semi)
+alternative. As there, each video of a step goes forward and backward alone at its own length
+(a padded batch would spend most of its compute on padding: training takes whole videos of 23
+to 2600 snippets), and after the warm-up each video's representatives enter the bank right
+after its backward pass. mu(0) is xavier-uniform as in the official `main_branch.py`; the paper's (semi)
 orthogonal init (Sec. 3.2) is `bases_init="orthogonal"`.
 
 Test: video score 0.6 o_CA + 0.4 m_CA; CAS = (0.6 softmax(o_frame) + 0.4 softmax(m_frame)) * a_o;
@@ -57,13 +60,10 @@ video and class by the intersection over the lower-scored segment's length with 
 added (`nms_overlap="over_lower"`), no cap on detections. Padded snippets are masked out of EM,
 the random walk (zero affinity), every pooling and every loss.
 
-Deliberate differences from the official code:
-- model selection: the official code tests on the test set every 5 epochs and its README picks
-  the best of those checkpoints; wtal scores the last epoch (or a validation split of the
-  training videos), so expect the last epoch to land somewhat below the paper's table.
-- the bank takes a step's representatives after the Adam step, the official code after each
-  video's backward pass (the same memory within a step, except when two videos of one step
-  share a class).
+Deliberate difference from the official code, model selection: the official code tests on the
+test set every 5 epochs and its README picks the best of those checkpoints; wtal scores the
+last epoch (or a validation split of the training videos), so expect the last epoch to land
+somewhat below the paper's table.
 
 To compare with the paper's THUMOS14 table, evaluate on the W-TALC protocol with the Ambiguous
 segments filtered, as the official evaluation does, and keep every test video:
@@ -290,18 +290,27 @@ class RSKP(Localizer):
                                          weight_decay=cfg["weight_decay"])}
 
     def fit_step(self, batch, optimizers, epoch):
-        """One Adam step on the sum (`batch_loss="sum"`, the official accumulation over 10
-        videos) or the mean of the videos' losses; after the warm-up the bank takes this
-        batch's representatives."""
-        losses, out, used_memory = self._losses_and_outputs(batch, epoch)
+        """One Adam step over the batch's videos as the official `processor.py` takes it: each
+        video forward and backward alone at its own length (no compute on padding), gradients
+        summed (`batch_loss="sum"`) or averaged; after the warm-up each video's representatives
+        enter the bank right after its backward pass, so the step's later videos see them."""
         opt = optimizers["main"]
         opt.zero_grad(set_to_none=True)
-        scale = len(batch["labels"]) if self.batch_loss == "sum" else 1
-        (losses["total"] * scale).backward()
+        videos = len(batch["labels"])
+        weight = 1.0 if self.batch_loss == "sum" else 1.0 / videos
+        sums: dict[str, float] = {}
+        for b in range(videos):
+            keep = batch["mask"][b]
+            single = {"features": batch["features"][b, keep][None], "mask": keep[keep][None],
+                      "labels": batch["labels"][b:b + 1]}
+            losses, out, used_memory = self._losses_and_outputs(single, epoch)
+            (losses["total"] * weight).backward()
+            if used_memory:
+                self.update_bank(out["bases"].detach(), out["base_scores"].detach(), single["labels"])
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / videos
         opt.step()
-        if used_memory:
-            self.update_bank(out["bases"].detach(), out["base_scores"].detach(), batch["labels"])
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return sums
 
     def on_train_begin(self, items) -> None:
         """Keep the training videos: the bank is filled from their full-length features."""
