@@ -26,8 +26,9 @@ feature pooled by sigmoid(class score) (target: labels, background 1).
 Memory bank: 5 representatives per class, ranked by their softmax class score; filled (eval
 mode, one whole training video at a time, whatever `max_len` sampled for training) at the end of
 epoch index `warmup` and used from epoch index `warmup + 1` on, as the official `processor.py`
-does (101 warm-up epochs, 99 with memory at the defaults); then updated at every step (per
-labelled class, keep the 5 best of bank + this video's representatives).
+does (101 warm-up epochs, 99 with memory at the defaults); then updated after each training
+video's backward pass, so a step's later videos see its earlier ones (per labelled class, keep
+the 5 best of bank + this video's representatives).
 
 Loss (paper Eq. 8, weights from the paper / official code), per video:
 
@@ -44,9 +45,8 @@ backpropagates each video and steps every 10 without dividing, so with Adam's co
 would make the weight decay 5e-4 effectively 10x stronger; `batch_loss="mean"` is the
 alternative. As there, each video of a step goes forward and backward alone at its own length
 (a padded batch would spend most of its compute on padding: training takes whole videos of 23
-to 2600 snippets), and after the warm-up each video's representatives enter the bank right
-after its backward pass. mu(0) is xavier-uniform as in the official `main_branch.py`; the paper's (semi)
-orthogonal init (Sec. 3.2) is `bases_init="orthogonal"`.
+to 2600 snippets). mu(0) is xavier-uniform as in the official `main_branch.py`; the paper's
+(semi) orthogonal init (Sec. 3.2) is `bases_init="orthogonal"`.
 
 Test: video score 0.6 o_CA + 0.4 m_CA; CAS = (0.6 softmax(o_frame) + 0.4 softmax(m_frame)) * a_o;
 class threshold 0.1 (kept when >= 0.1), CAS thresholds 0.001:0.04 step 0.002 (strict >), OIC
