@@ -28,6 +28,7 @@ above 0.5 at tIoU 0.1, below 0.25 at 0.7).
     python bench/models.py --quick                 # development: minutes on 2 cores
     python bench/models.py                         # full: 200 + 200 videos, 2048-d, paper widths
     python bench/models.py --scale 0.25 --width-div 16  # ranks: paper learning rates need 2048-d input
+    python bench/models.py --scale 0.25 --width-div 16 --rectify  # non-negative features, as I3D's
     python bench/models.py --features F --annotations A.json [--clicks C.json]  # files on disk
     python bench/models.py ... --jobs 2 --json a.json; python bench/models.py --combine a.json b.json
 """
@@ -210,7 +211,7 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
                 "test": build_items(ann, source, test_subset)}
         seconds, what = source.snippet_seconds, f"features {args.features}, annotations {args.annotations}"
     else:
-        cfg = ThumosLikeConfig(seed=args.data_seed, scale=args.scale, stream_dim=args.stream_dim)
+        cfg = ThumosLikeConfig(seed=args.data_seed, scale=args.scale, stream_dim=args.stream_dim, rectify=args.rectify)
         feats, raw = make_thumos_like(cfg)
         ann = annotations_from_dict(raw)
         train_subset, test_subset = ann.default_subsets()
@@ -219,7 +220,8 @@ def load_data(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         data = {"train": items_of(ann, feats, train_subset, None, seconds, cfg.fps),
                 "train_clicks": items_of(ann, feats, train_subset, clicks, seconds, cfg.fps),
                 "test": items_of(ann, feats, test_subset, None, seconds, cfg.fps)}
-        what = f"wtal.data.thumos_like seed {args.data_seed}, scale {args.scale}, {cfg.feature_dim}-d"
+        what = (f"wtal.data.thumos_like seed {args.data_seed}, scale {args.scale}, {cfg.feature_dim}-d"
+                + (", rectified" if args.rectify else ""))
     data.update({"ann": ann, "class_names": ann.class_names, "snippet_seconds": seconds, "test_subset": test_subset})
     lengths = [len(it.features) for it in data["train"] + data["test"]]
     what += (f": {len(ann.class_names)} classes, {len(data['train'])} {train_subset} / {len(data['test'])} "
@@ -331,6 +333,8 @@ def main() -> None:
     parser.add_argument("--epoch-fraction", type=float, help="multiply every model's epochs by F (full: 1)")
     parser.add_argument("--max-epochs", type=int, help="cap every model's epochs at N (full: no cap)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated dataset")
+    parser.add_argument("--rectify", action="store_true",
+                        help="non-negative features, max(0, x), as I3D's (default: the calibrated zero-mean ones)")
     parser.add_argument("--features", help="read features from disk instead of generating them")
     parser.add_argument("--annotations", help="annotation JSON for --features")
     parser.add_argument("--clicks", help="background clicks for BackTAL (default: simulated)")
@@ -348,6 +352,8 @@ def main() -> None:
             setattr(args, key, value)
     if bool(args.features) != bool(args.annotations):
         parser.error("--features and --annotations go together")
+    if args.rectify and args.features:
+        parser.error("--rectify changes the generated features; --features are read as they are")
     if args.width_div < 1 or not 0 < args.epoch_fraction <= 1 or (args.max_epochs or 1) < 1 or not args.seeds or args.jobs < 1:
         parser.error("--width-div, --max-epochs and --jobs must be >= 1, --epoch-fraction in (0, 1], --seeds non-empty")
     torch.set_num_threads(1)

@@ -7,7 +7,14 @@ import pytest
 from wtal.data.annotations import load_annotations
 from wtal.data.clicks import load_clicks
 from wtal.data.features import open_features
-from wtal.data.thumos_like import CLASS_MEDIAN_SNIPPETS, ThumosLikeConfig, make_thumos_like, snippet_labels, write_thumos_like
+from wtal.data.thumos_like import (
+    CLASS_MEDIAN_SNIPPETS,
+    ThumosLikeConfig,
+    main,
+    make_thumos_like,
+    snippet_labels,
+    write_thumos_like,
+)
 
 SECONDS = ThumosLikeConfig().snippet_seconds
 
@@ -181,3 +188,20 @@ def test_small_mil_lands_in_its_band_far_above_the_whole_video_detector():
     assert 0.25 <= m[4] <= 0.42
     assert m[0] > 0.45 and m[6] < m[4] < m[0]  # falls with tIoU
     assert trivial.average_mAP < 0.1 * report.average_mAP
+
+
+def test_rectified_features_are_the_plain_ones_clipped_at_zero(tmp_path):
+    """`rectify` changes only the feature values (max(0, x)), not the dataset; the CLI parses it."""
+    plain_feat, plain = make_thumos_like(scale=0.02, stream_dim=8)
+    rect_feat, rect = make_thumos_like(scale=0.02, stream_dim=8, rectify=True)
+    assert rect["database"] == plain["database"]
+    for vid, x in plain_feat.items():
+        assert (x < 0).any()
+        np.testing.assert_array_equal(rect_feat[vid], np.maximum(x, 0))
+    main(["--out", str(tmp_path / "r"), "--scale", "0.02", "--stream-dim", "8", "--set", "rectify=true"])
+    main(["--out", str(tmp_path / "p"), "--scale", "0.02", "--stream-dim", "8", "--set", "rectify=false"])
+    for vid, x in plain_feat.items():
+        np.testing.assert_array_equal(np.load(tmp_path / "r" / "features" / f"{vid}.npy"), np.maximum(x, 0))
+        np.testing.assert_array_equal(np.load(tmp_path / "p" / "features" / f"{vid}.npy"), x)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x"), "--scale", "0.02", "--set", "rectify=maybe"])

@@ -35,7 +35,10 @@ I3D layout, a small width is for tests. In latent units, per snippet:
         decaying linearly away from the instance;
     pauses: inside instances of at least `pause_min_length` snippets a two-state chain (mean
         run `pause_length`, stationary fraction `pause_fraction`) drops the action to context level.
-Isotropic noise `feature_noise` is added in feature space.
+Isotropic noise `feature_noise` is added in feature space. The features are zero-mean; with
+`rectify=True` they are max(0, x), non-negative like I3D's average-pooled post-ReLU activations
+(the same dataset otherwise). Methods whose constants were tuned on raw I3D features (absolute
+CAS or attention thresholds, sums over snippets) assume non-negative features.
 """
 from __future__ import annotations
 
@@ -107,6 +110,7 @@ class ThumosLikeConfig:
     pause_fraction: float = 0.15
     pause_length: float = 4.0
     feature_noise: float = 0.2
+    rectify: bool = False  # max(0, x): non-negative features, as I3D's
 
     def __post_init__(self):
         if not 1 <= self.num_classes <= len(CLASS_MEDIAN_SNIPPETS):
@@ -260,7 +264,7 @@ def _video(cfg: ThumosLikeConfig, pat: _Patterns, seq: np.random.SeedSequence,
                 ok = (idx >= 0) & (idx < T)
                 z[idx[ok]] += decay[ok][:, None] * pattern
         x = z @ pat.embed[s] + feature_rng.normal(scale=cfg.feature_noise, size=(T, cfg.stream_dim))
-        streams.append(x.astype(np.float32))
+        streams.append((np.maximum(x, 0.0) if cfg.rectify else x).astype(np.float32))
     return np.concatenate(streams, axis=1)
 
 
@@ -348,8 +352,13 @@ def main(argv: list[str] | None = None) -> None:
         if key not in types:
             parser.error(f"--set {key}: not a generator parameter; valid: {', '.join(sorted(types))}")
         default = getattr(ThumosLikeConfig(), key)
-        overrides[key] = (tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple)
-                          else type(default)(value))
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                parser.error(f"--set {key}={value}: expected true or false")
+            overrides[key] = value.lower() == "true"
+        else:
+            overrides[key] = (tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple)
+                              else type(default)(value))
     paths = write_thumos_like(args.out, ThumosLikeConfig(**overrides))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
