@@ -49,7 +49,9 @@ feature width, else a SettingsError; any even width is split into rgb | flow hal
 feature layout), so a single-backbone feature needs `two_stream=false`. gamma_1, the attention
 thresholds and eta were tuned on the authors' own I3D features, unstandardised (reviews/dgam.md
 D5): L_re and L_cvae are MSEs on raw features, so other features or `--standardize` change the
-effective L_re weight and the threshold scale.
+effective L_re weight and the threshold scale. The thresholds assume a background signal near 0,
+as the sigmoid TCAM of non-negative features gives; on zero-mean features the background
+attention stays near 0.55 and nearly every snippet passes them (README, the localization benchmark).
 
 Test (per stream, classes with probability >= 0.1 else the top one): weighted TCAM
 wtcam = lambda sigmoid(x W_c^T); proposal score signal lambda^2 (a sigmoid(TCAM_s) + (1 - a)
