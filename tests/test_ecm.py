@@ -91,6 +91,27 @@ def test_official_background_weights():
         ECM(4, 3, a2c_background="x")
 
 
+
+def test_official_background_of_a_batch_is_each_video_alone():
+    # videos with different ground-truth classes (one with two, one with none) in one padded batch
+    torch.manual_seed(1)
+    model = ECM(4, 3, hidden=8).eval()
+    x, w = torch.randn(3, 7, 4), torch.rand(3, 7, 3)
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2, [True] * 6 + [False]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    batch = model.official_background_logits(x, w, mask, labels)
+    for b in range(3):
+        T = int(mask[b].sum())
+        alone = model.official_background_logits(x[b:b + 1, :T], w[b:b + 1, :T], mask[b:b + 1, :T], labels[b:b + 1])
+        assert torch.allclose(batch[b], alone[0], rtol=1e-5, atol=1e-6)
+    assert torch.equal(batch[2], torch.zeros(3))
+    # video 1: class 0 is absent, the mean of its two ground-truth entries
+    def logits(weights):
+        return model.post_classify(*fold_aggregate(x[1:2, :5], weights, mask[1:2, :5], 3, "sum", 750))[0]
+    v = w[1:2, :5]
+    expected = (logits(v * (1 - v[..., 1:2]))[0] + logits(v * (1 - v[..., 2:3]))[0]) / 2
+    assert batch[1, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+
 def test_a2c_loss_hand_worked():
     post = torch.tensor([[0.0, 0.0], [math.log(2.0), 0.0]])
     bg = torch.zeros(2, 2)

@@ -167,21 +167,22 @@ class ECM(Localizer):
         """Background logits (B, C) as the public code computes them (reviews/ecm.md A2): for each
         ground-truth class g the features are weighted by W^a_c (1 - W^a_g); a ground-truth class
         takes its own entry (weights w_g (1 - w_g)), any other class c the mean over the video's
-        ground-truth classes g of its entry. Videos without a label get zeros (no a2c term)."""
+        ground-truth classes g of its entry. Videos without a label get zeros (no a2c term).
+        Only the (video, ground-truth class) pairs are aggregated, as there."""
         x = features * mask.unsqueeze(-1).to(features.dtype)
         present = labels > 0
-        own = x.new_zeros(labels.shape)
-        sums = x.new_zeros(labels.shape)
-        for g in torch.nonzero(present.any(0)).flatten().tolist():
-            agg, fold_mask = fold_aggregate(x, weights * (1.0 - weights[..., g: g + 1]), mask, self.folds,
-                                            self.aggregate, self.aggregate_len)
-            logits = self.post_classify(agg, fold_mask)  # (B, C)
-            has_g = present[:, g].to(x.dtype)
-            sums = sums + logits * has_g.unsqueeze(-1)
-            column = F.one_hot(torch.tensor(g, device=x.device), labels.shape[-1]).to(x.dtype)
-            own = own + column * (logits[:, g] * has_g).unsqueeze(-1)
+        pair_b, pair_g = torch.nonzero(present, as_tuple=True)
+        zeros = x.new_zeros(labels.shape)
+        if pair_b.numel() == 0:
+            return zeros
+        pair_weights = weights[pair_b] * (1.0 - weights[pair_b, :, pair_g]).unsqueeze(-1)  # (P, T, C)
+        agg, fold_mask = fold_aggregate(x[pair_b], pair_weights, mask[pair_b], self.folds, self.aggregate,
+                                        self.aggregate_len)
+        logits = self.post_classify(agg, fold_mask)  # (P, C)
         n = present.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
-        return torch.where(present, own, sums / n)
+        mean = zeros.index_add(0, pair_b, logits) / n
+        own = zeros.index_put((pair_b, pair_g), logits[torch.arange(len(pair_b), device=x.device), pair_g])
+        return torch.where(present, own, mean)
 
     @staticmethod
     def c2c_loss(pre_logits: torch.Tensor, post_logits: torch.Tensor) -> torch.Tensor:
