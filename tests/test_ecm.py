@@ -91,7 +91,6 @@ def test_official_background_weights():
         ECM(4, 3, a2c_background="x")
 
 
-
 def test_official_background_of_a_batch_is_each_video_alone():
     # videos with different ground-truth classes (one with two, one with none) in one padded batch
     torch.manual_seed(1)
@@ -111,6 +110,7 @@ def test_official_background_of_a_batch_is_each_video_alone():
     v = w[1:2, :5]
     expected = (logits(v * (1 - v[..., 1:2]))[0] + logits(v * (1 - v[..., 2:3]))[0]) / 2
     assert batch[1, 0].item() == pytest.approx(expected.item(), rel=1e-5)
+
 
 def test_a2c_loss_hand_worked():
     post = torch.tensor([[0.0, 0.0], [math.log(2.0), 0.0]])

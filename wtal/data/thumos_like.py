@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write, write_json_atomic
+from .._parse import parse_value
 from .features import DEFAULT_SNIPPET_SECONDS
 
 # THUMOS14's 20 classes with their median instance length in snippets (0.64 s), from the
@@ -352,13 +353,10 @@ def main(argv: list[str] | None = None) -> None:
         if key not in types:
             parser.error(f"--set {key}: not a generator parameter; valid: {', '.join(sorted(types))}")
         default = getattr(ThumosLikeConfig(), key)
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false"):
-                parser.error(f"--set {key}={value}: expected true or false")
-            overrides[key] = value.lower() == "true"
-        else:
-            overrides[key] = (tuple(type(default[0])(v) for v in value.split(",")) if isinstance(default, tuple)
-                              else type(default)(value))
+        try:
+            overrides[key] = parse_value(value, type(default), default)
+        except ValueError:
+            parser.error(f"--set {key}={value}: expected {type(default).__name__} (default {default!r})")
     paths = write_thumos_like(args.out, ThumosLikeConfig(**overrides))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
