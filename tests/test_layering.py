@@ -12,7 +12,7 @@ import pytest
 WTAL = Path(__file__).resolve().parents[1] / "wtal"
 
 # Layer of each top-level module; a subpackage wtal.X is layer X.
-CORE = {"wtal", "wtal.errors", "wtal._io", "wtal.device", "wtal.progress", "wtal.segments"}
+CORE = {"wtal", "wtal.errors", "wtal._io", "wtal._parse", "wtal.device", "wtal.progress", "wtal.segments"}
 TOP_LEVEL = {**{name: "core" for name in CORE}}
 # The layers each layer may import (besides its own).
 ALLOWED = {
