@@ -146,6 +146,25 @@ def test_shapes_losses_and_total():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_losses_use_the_chosen_background_of_the_forward_outputs():
+    # each a2c form: the losses are the forward's streams with that background, and the official
+    # form (which skips the paper's background stream) leaves the other streams unchanged
+    batch = tiny_batch([7, 12], 48, 5)
+    for form in ("official", "paper"):
+        torch.manual_seed(0)
+        model = ECM(48, 5, hidden=32, a2c_background=form).eval()
+        out = model(batch["features"], batch["mask"])
+        background = out["background_logits"] if form == "paper" else model.official_background_logits(
+            batch["features"], out["weights"], batch["mask"], batch["labels"])
+        expected = model.a2c_loss(out["post_logits"], background, batch["labels"])
+        losses = model.compute_losses(batch, 0)
+        assert losses["a2c"].item() == pytest.approx(expected.item(), rel=1e-6), form
+        lean = model.streams(batch["features"], batch["mask"], paper_background=False)
+        assert "background_logits" not in lean
+        for key in ("cas", "video_logits", "weights", "post_logits"):
+            assert torch.allclose(lean[key], out[key], atol=1e-6), (form, key)
+
+
 def test_infer_normalises_clipped_cas():
     torch.manual_seed(1)
     model = ECM(12, 3, hidden=16)

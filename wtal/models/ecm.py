@@ -147,7 +147,13 @@ class ECM(Localizer):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Named outputs: cas (B, T, C) logits, video_logits (pre stream), weights W^a (B, T, C),
-        post_logits and background_logits (B, C)."""
+        post_logits and the paper's background_logits (B, C) of W^b = 1 - W^a (Eq. 2)."""
+        return self.streams(features, mask, paper_background=True)
+
+    def streams(self, features: torch.Tensor, mask: torch.Tensor | None,
+                paper_background: bool) -> dict[str, torch.Tensor]:
+        """The forward's outputs; the paper's background stream only when asked for, since the
+        official a2c background (the default) and inference do not use it."""
         B, T, _ = features.shape
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=features.device)
@@ -156,11 +162,13 @@ class ECM(Localizer):
         k = topk_count(mask, T, self.topk_fraction, B, features.device)
         video_logits = topk_mean(cas, k, mask)
         weights = torch.sigmoid(self.transition(cas.transpose(1, 2))).transpose(1, 2)
+        out = {"cas": cas, "video_logits": video_logits, "weights": weights}
         agg_a, fold_mask = fold_aggregate(x, weights, mask, self.folds, self.aggregate, self.aggregate_len)
+        if not paper_background:
+            return {**out, "post_logits": self.post_classify(agg_a, fold_mask)}
         agg_b, _ = fold_aggregate(x, 1.0 - weights, mask, self.folds, self.aggregate, self.aggregate_len)
         both = self.post_classify(torch.cat([agg_a, agg_b]), torch.cat([fold_mask, fold_mask]))
-        return {"cas": cas, "video_logits": video_logits, "weights": weights,
-                "post_logits": both[:B], "background_logits": both[B:]}
+        return {**out, "post_logits": both[:B], "background_logits": both[B:]}
 
     def official_background_logits(self, features: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
                                    labels: torch.Tensor) -> torch.Tensor:
@@ -207,14 +215,14 @@ class ECM(Localizer):
         return (bce.sum(-1)[has] / (2 * n[has])).mean()
 
     def compute_losses(self, batch, epoch):
-        out = self(batch["features"], batch["mask"])
+        paper = self.a2c_background == "paper"
+        out = self.streams(batch["features"], batch["mask"], paper_background=paper)
         labels = batch["labels"]
         pre = video_label_loss(out["video_logits"], labels)
         post = video_label_loss(out["post_logits"], labels)
         c2c = self.c2c_loss(out["video_logits"], out["post_logits"])
-        background = out["background_logits"]
-        if self.a2c_background == "official":
-            background = self.official_background_logits(batch["features"], out["weights"], batch["mask"], labels)
+        background = (out["background_logits"] if paper else
+                      self.official_background_logits(batch["features"], out["weights"], batch["mask"], labels))
         a2c = self.a2c_loss(out["post_logits"], background, labels)
         total = pre + post + self.c2c_weight * c2c + self.a2c_weight * a2c
         return {"total": total, "pre": pre, "post": post, "c2c": c2c, "a2c": a2c}
@@ -224,7 +232,7 @@ class ECM(Localizer):
         """Video scores = softmax of the pre-stream logits; CAS clipped at 0 and min-max
         normalised per class (as the public code's ReLU'd min-max), in [0, 1]."""
         self.eval()
-        out = self(features.unsqueeze(0))
+        out = self.streams(features.unsqueeze(0), None, paper_background=False)
         scores = torch.softmax(out["video_logits"][0], -1).float().cpu().numpy()
         raw = out["cas"][0].float().cpu().numpy()
         cas = minmax_normalise(np.maximum(raw, 0.0), axis=0)
