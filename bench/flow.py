@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from wtal.device import resolve_device
+from wtal.extract.decode import center_crop, resize_short_side
 from wtal.extract.flow import PRESETS, compute_flow, resolve_backend
 from wtal.extract.tvl1 import _median_filter, _median_filter_torch, tvl1_flow_torch
 
@@ -42,18 +43,12 @@ def gray_frames(path: Path, start: int, count: int, size: int) -> np.ndarray:
         for index, frame in enumerate(container.decode(video=0)):
             if index < start:
                 continue
-            gray = frame.to_ndarray(format="gray")
-            h, w = gray.shape
-            scale = size / min(h, w)
-            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-            gray = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-            y, x = (new_h - size) // 2, (new_w - size) // 2
-            frames.append(gray[y : y + size, x : x + size])
+            frames.append(resize_short_side(frame.to_ndarray(format="gray"), size))
             if len(frames) == count:
                 break
     if len(frames) < count:
         raise SystemExit(f"{path}: only {len(frames)} frames from index {start}, need {count}")
-    return np.stack(frames)
+    return center_crop(np.stack(frames), size)
 
 
 def timed(fn):

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from wtal.extract.decode import _resize
+from wtal.extract.decode import resize_short_side
 from wtal.extract.features import SNIPPET_FRAMES, Extractor, ExtractSettings, prefetch
 from wtal.extract.flow import PRESETS
 from wtal.extract.tvl1 import tvl1_pairs
@@ -152,7 +152,7 @@ def cv2_chunks(paths: list[Path], frames: int, short_side: int, chunk: int):
             capture = cv2.VideoCapture(str(path))
             ok, bgr = capture.read()
             while ok and done < frames:
-                buffer.append(_resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), short_side))
+                buffer.append(resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), short_side))
                 done += 1
                 if len(buffer) == chunk:
                     yield np.stack(buffer)

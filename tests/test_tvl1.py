@@ -14,6 +14,7 @@ except ImportError:  # the GPU machine of bench/gpu.sh has no PyAV: frames come 
     av = None
 
 from wtal.extract import tvl1
+from wtal.extract.decode import center_crop, resize_short_side
 from wtal.extract.tvl1 import (
     DEFAULT_PARAMS,
     _median_filter_torch,
@@ -50,16 +51,11 @@ def gray_crop(path: Path, start: int, count: int, size: int = 224) -> np.ndarray
     for index, gray in enumerate(decoded_gray(path)):
         if index < start:
             continue
-        h, w = gray.shape
-        scale = size / min(h, w)
-        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        gray = cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        y, x = (new_h - size) // 2, (new_w - size) // 2
-        frames.append(gray[y : y + size, x : x + size])
+        frames.append(resize_short_side(gray, size))
         if len(frames) == count:
             break
     assert len(frames) == count, f"{path.name}: fewer than {start + count} frames"
-    return np.stack(frames)
+    return center_crop(np.stack(frames), size)
 
 
 def opencv_flow(i0: np.ndarray, i1: np.ndarray, p: dict) -> np.ndarray:

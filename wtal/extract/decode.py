@@ -204,7 +204,7 @@ def _scan(path, fps) -> _Timeline:
     return _Timeline(path, pts, time_base, rate, fps, rotation, first_rgb)
 
 
-def _resize(img: np.ndarray, short_side: int) -> np.ndarray:
+def resize_short_side(img: np.ndarray, short_side: int) -> np.ndarray:
     """Bilinear resize so the shorter side equals short_side, aspect kept (rounded half up)."""
     h, w = img.shape[:2]
     if h <= w:
@@ -262,7 +262,7 @@ def _decord_chunks(reader, extra_rot: int, tl: _Timeline, start: int, short_side
         src = [tl.source_index(k) for k in range(k0, min(k0 + chunk_size, total))]
         uniq, inverse = np.unique(np.asarray(src), return_inverse=True)
         batch = reader.get_batch(uniq.tolist()).asnumpy()
-        resized = np.stack([_resize(_rotate(img, extra_rot), short_side) for img in batch])
+        resized = np.stack([resize_short_side(_rotate(img, extra_rot), short_side) for img in batch])
         yield resized[inverse.reshape(-1)]
 
 
@@ -282,7 +282,7 @@ def _pyav_chunks(tl: _Timeline, start: int, short_side: int, chunk_size: int) ->
                 last = frame
                 if index < want:
                     continue
-                img = _resize(_rotate(frame.to_ndarray(format="rgb24"), tl.rotation), short_side)
+                img = resize_short_side(_rotate(frame.to_ndarray(format="rgb24"), tl.rotation), short_side)
                 while k < total and want == index:
                     buf.append(img)
                     k += 1
@@ -300,7 +300,7 @@ def _pyav_chunks(tl: _Timeline, start: int, short_side: int, chunk_size: int) ->
             raise _error(tl.path, "no decodable video frames")
         log.warning("%s: decoded %d frames but the stream has %d packets; repeating the last",
                        tl.path, index + 1, len(tl.pts))
-        img = _resize(_rotate(last.to_ndarray(format="rgb24"), tl.rotation), short_side)
+        img = resize_short_side(_rotate(last.to_ndarray(format="rgb24"), tl.rotation), short_side)
         while k < total:
             buf.append(img)
             k += 1
