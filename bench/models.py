@@ -399,7 +399,8 @@ def main() -> None:
 
     begin = time.perf_counter()
     data, what = load_data(args)
-    print(f"command: {' '.join(sys.argv)} (code {code_version()})")
+    code = code_version()  # the commit that runs, even if the checkout moves before the end
+    print(f"command: {' '.join(sys.argv)} (code {code})")
     print(f"dataset: {what} (built in {time.perf_counter() - begin:.0f} s)")
     full = (args.scale, args.stream_dim, args.width_div, args.epoch_fraction, args.max_epochs) == (1.0, 1024, 1, 1.0, None)
     reduction = (f"scale {args.scale}, stream-dim {args.stream_dim}, width-div {args.width_div}, epoch-fraction "
@@ -437,7 +438,7 @@ def main() -> None:
     print(f"runtime: {runtime:.0f} s wall, {args.jobs} run(s) at once")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args), "code": code_version(), "dataset": what, "reduction": reduction,
+        args.json.write_text(json.dumps({"args": vars(args), "code": code, "dataset": what, "reduction": reduction,
                                          "clicks": clicks,
                                          "settings": settings, "runs": runs, "summary": summary,
                                          "runtime_seconds": runtime}, indent=1, default=str))

@@ -21,6 +21,7 @@ def test_set_changes_one_model_only(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "--set aggregate=mean hidden=24: not paper settings" in done.stdout
     saved = json.loads(out.read_text())
+    assert f"(code {saved['code']})" in done.stdout  # the file names the commit the run printed at its start
     ecm, mil = saved["runs"]["ecm"][0]["used"], saved["runs"]["mil"][0]["used"]
     assert ecm["model"]["aggregate"] == "mean" and ecm["model"]["hidden"] == 24
     assert ecm["train"]["epochs"] == 3  # the reduction still applies
