@@ -391,9 +391,7 @@ def main() -> None:
         names.remove(BASELINE)
     try:
         overrides = parse_overrides(args.set, names)
-        for name, sets in overrides.items():
-            split_settings(get_localizer(name), sets)
-    except ValueError as err:  # SettingsError is one
+    except ValueError as err:
         parser.error(str(err))
     device = resolve_device(args.device)
 
@@ -416,11 +414,11 @@ def main() -> None:
         settings[name] = reduced_settings(name, args.width_div, args.epoch_fraction, args.max_epochs, len(data["train"]),
                                           data["train"][0].features.shape[1])
         settings[name].update(overrides.get(name, {}))
-        if name in overrides:  # a bad value fails here, not inside a worker after the other runs
+        if name in overrides:  # a bad key or value fails here, not inside a worker after the other runs
             try:
                 hparams = split_settings(get_localizer(name), settings[name])[0]
                 get_localizer(name)(data["train"][0].features.shape[1], len(data["class_names"]), **hparams)
-            except ValueError as err:
+            except ValueError as err:  # SettingsError is one
                 parser.error(f"--set {name}: {err}")
         defaults = {k: v for group in split_settings(get_localizer(name), None) for k, v in group.items()}
         shown = " ".join(f"{k}={v} ({defaults[k]})" for k, v in settings[name].items()) or "none"
